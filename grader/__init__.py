@@ -1,0 +1,1 @@
+"""capgrade: the autograder package."""
