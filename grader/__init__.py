@@ -1,1 +1,3 @@
-"""capgrade: the autograder package."""
+"""capgrade: an autograder for the RNN / LSTM / attention-LSTM captioning assignment."""
+
+__version__ = "0.1.0"

@@ -44,6 +44,48 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.reference, args.stub)
 
 
+def _default_submission() -> Path:
+    """./rnn_lstm_captioning.py in a student's folder, else the project's stub."""
+    here = Path("rnn_lstm_captioning.py")
+    return here if here.is_file() else STUB
+
+
+def _check(args: argparse.Namespace) -> int:
+    from grader.engine import run_checks
+    from grader.render import write
+
+    path = args.path or _default_submission()
+    result = run_checks(path, include_hidden=args.all, only=args.only, device=args.device,
+                        timeout=args.timeout, hidden_expected=args.hidden_expected,
+                        verbose=args.verbose)
+    write(result, args.format, sys.stdout)
+    if result.status != "graded":
+        print(f"capgrade check: {result.message}", file=sys.stderr)
+        return 2 if result.status in ("missing-file", "no-hidden-values", "no-checks") else 1
+    return 0 if result.all_passed else 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    from grader import expected as ex
+    from grader.engine import run_checks
+
+    code = _build_stub(argparse.Namespace(reference=args.reference, out=args.stub, check=False))
+    if code:
+        return code
+    print("recording expected values from the reference (public + hidden checks) ...")
+    result = run_checks(args.reference, record=True, hidden_expected=args.hidden_expected)
+    failed = [c for c in result.checks if c.status != "passed"]
+    if result.status != "graded" or failed or not result.checks:
+        print(f"capgrade build: the reference does not pass its own checks; nothing written: "
+              f"{result.message}", file=sys.stderr)
+        for c in failed:
+            print(f"  {c.id}: {c.status}: {c.message}", file=sys.stderr)
+        return 1
+    print(f"wrote {ex.PUBLIC_PATH} and {args.hidden_expected} "
+          f"({len(result.checks)} checks, {result.duration:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capgrade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +96,30 @@ def build_parser() -> argparse.ArgumentParser:
     stub.add_argument("--check", action="store_true",
                       help="only report whether the stub is in sync (exit 1 when stale)")
     stub.set_defaults(func=_build_stub)
+
+    check = sub.add_parser("check", help="run the checks on a submission")
+    check.add_argument("path", nargs="?", type=Path,
+                       help="the module to check (default: ./rnn_lstm_captioning.py if present, "
+                            f"else {STUB})")
+    check.add_argument("--only", metavar="NAME",
+                       help="only checks whose id matches NAME (a pytest -k expression)")
+    check.add_argument("--format", choices=["table", "json", "junit", "gradescope"],
+                       default="table")
+    check.add_argument("--all", action="store_true",
+                       help="include the hidden checks (instructors: needs reference/expected)")
+    check.add_argument("--hidden-expected", type=Path, default=None,
+                       help="hidden expected values (default: reference/expected/hidden.pt)")
+    check.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    check.add_argument("--timeout", type=float, default=None,
+                       help="seconds one call into the student's code may take (default: 15)")
+    check.add_argument("--verbose", action="store_true", help="show pytest's own output")
+    check.set_defaults(func=_check)
+
+    build = sub.add_parser("build", help="regenerate the stub and the expected values")
+    build.add_argument("--reference", type=Path, default=REFERENCE)
+    build.add_argument("--stub", type=Path, default=STUB)
+    build.add_argument("--hidden-expected", type=Path, default=Path("reference/expected/hidden.pt"))
+    build.set_defaults(func=_build)
 
     demo = sub.add_parser("demo", help="run the reference and the stub on the course's inputs")
     demo.add_argument("--reference", type=Path, default=REFERENCE)

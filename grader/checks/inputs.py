@@ -1,0 +1,67 @@
+"""Deterministic inputs and tolerances shared by the checks.
+
+Tolerances, and why:
+- ``F64``: float64 results of any correct implementation agree to ~1e-15
+  (only summation order differs); 1e-8 is the course's bar and still catches a
+  float32 buffer inside a float64 computation (float32 eps is 6e-8).
+- ``F32``: float32 reorderings over a few time steps stay below ~1e-6.
+- ``NUMERIC``: centred differences with h = 1e-6 in float64 are accurate to
+  ~1e-9 relative; 1e-5 leaves room for the curvature of tanh and sigmoid.
+- ``LOSS32``: the float32 captioning losses (~150) sum hundreds of terms and run
+  a CNN; different correct layouts (conv vs linear) agree to ~1e-6 relative.
+"""
+
+from __future__ import annotations
+
+import torch
+
+F64 = {"rtol": 1e-8, "atol": 1e-10}
+F32 = {"rtol": 1e-5, "atol": 1e-6}
+NUMERIC = {"rtol": 1e-5, "atol": 1e-7}
+LOSS32 = {"rtol": 1e-5, "atol": 1e-5}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: Seeds used by the check being run (recorded in the expected values' metadata).
+SEEDS: set[int] = set()
+
+
+def tol(dtype: str) -> dict[str, float]:
+    return F64 if dtype == "float64" else F32
+
+
+def randn(seed: int, *shapes: tuple[int, ...], dtype: str = "float64") -> list[torch.Tensor]:
+    """Tensors drawn in order from one generator, like the course's manual_seed + randn."""
+    SEEDS.add(seed)
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=gen, dtype=DTYPES[dtype]) for shape in shapes]
+
+
+def randint(seed: int, high: int, shape: tuple[int, ...]) -> torch.Tensor:
+    SEEDS.add(seed)
+    return torch.randint(high, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def vocab(size: int) -> dict[str, int]:
+    """A vocabulary with the course's special tokens first."""
+    words = ["<NULL>", "<START>", "<END>", "<UNK>"] + [f"w{i}" for i in range(size - 4)]
+    return {w: i for i, w in enumerate(words)}
+
+
+def call(submission, what: str, probe: str, **params):
+    """Run a probe in the worker; a failure of the student's code becomes a CheckFailure."""
+    from grader.compare import require_ok
+
+    return require_ok(submission.call(probe, **params), what)
+
+
+def check_grads(expect, grads: dict, what: str, tolerance: dict[str, float]) -> None:
+    """Compare autograd gradients, naming a cut graph for what it is."""
+    from grader.compare import CheckFailure
+
+    for name, grad in grads.items():
+        label = name.removeprefix("param:")
+        if grad is None:
+            raise CheckFailure(f"{what}: no gradient reached {label}; the forward cuts the "
+                               "autograd graph (detach, .data, .item(), torch.tensor(...) or "
+                               "numpy on the way)")
+        expect.close(f"grad_{label}", grad, f"{what}: gradient of {label}", **tolerance)

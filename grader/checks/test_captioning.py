@@ -1,0 +1,139 @@
+"""CaptioningRNN: the loss (course fill and float64), gradients, bookkeeping, sample()."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grader import course_inputs as ci
+from grader.checks.inputs import F32, F64, LOSS32, call, randint, randn, vocab
+from grader.compare import CheckFailure, as_tensor, close, equal, match_by_shape
+
+CELLS = ["rnn", "lstm", "attn"]
+SMALL = {"input_dim": 400, "wordvec_dim": 6, "hidden_dim": 5}
+
+
+def _captions(seed: int, N: int, T: int, V: int) -> torch.Tensor:
+    """<START>, words, <END>, then <NULL> padding of varying length."""
+    caps = randint(seed, V - 4, (N, T)) + 4
+    caps[:, 0] = 1
+    for i in range(N):
+        end = T - 1 - (i % 3)
+        caps[i, end] = 2
+        caps[i, end + 1:] = 0
+    return caps
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_captioning_loss_public(submission, expect, device, cell):
+    out = call(submission, f"CaptioningRNN ({cell}) forward", "captioning_loss", cell_type=cell,
+               vocab=ci.CAPTIONING_VOCAB, dims=ci.CAPTIONING_DIMS, ignore_index=0,
+               fill="course", device=device, **ci.captioning_batch(cell))
+    expect.close("loss", out["loss"], f"CaptioningRNN ({cell}) loss", **LOSS32)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_captioning_loss_float64_hidden(submission, expect, device, cell):
+    batch = ci.captioning_batch(cell)
+    out = call(submission, f"CaptioningRNN ({cell}) forward", "captioning_loss", cell_type=cell,
+               vocab=ci.CAPTIONING_VOCAB, dims=ci.CAPTIONING_DIMS, ignore_index=0,
+               fill="course", device=device, dtype="float64",
+               images=batch["images"][:4], captions=batch["captions"][:4])
+    expect.close("loss", out["loss"], f"CaptioningRNN ({cell}) loss in float64", **F64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_captioning_gradients_hidden(submission, expect, device, cell):
+    (images,) = randn(50, (2, 3, 112, 112))
+    out = call(submission, f"CaptioningRNN ({cell}) backward", "captioning_loss", cell_type=cell,
+               vocab=vocab(7), dims=SMALL, images=images, captions=_captions(51, 2, 6, 7),
+               ignore_index=0, fill="seeded", grads=True, device=device, dtype="float64")
+    what = f"CaptioningRNN ({cell})"
+    expect.close("loss", out["loss"], f"{what} loss", **F64)
+    if out["images_grad"] is None:
+        raise CheckFailure(f"{what}: no gradient reached the images; the loss is cut off from "
+                           "the image features")
+    # Stored pooled to 8x8: a wrong or missing path to the image shows up in any pooling.
+    pooled = torch.nn.functional.adaptive_avg_pool2d(
+        as_tensor(out["images_grad"], f"{what}: gradient of the images"), 8)
+    expect.close("images_grad", pooled, f"{what}: gradient of the images (8x8 pooled)", **F64)
+    if expect.record:
+        expect.value("param_grads", [{**p, "grad": p["grad"]} for p in out["param_grads"]])
+    else:
+        match_by_shape(out["param_grads"], expect.value("param_grads"),
+                       f"{what}: parameter gradients", rtol=1e-7, atol=1e-9)
+
+
+def test_captioning_attributes_hidden(submission):
+    words = vocab(9)
+    attrs = call(submission, "CaptioningRNN.__init__", "captioning_attributes", vocab=words,
+                 dims=SMALL, ignore_index=0)
+    want = {"cell_type": "rnn", "_null": 0, "_start": 1, "_end": 2, "ignore_index": 0}
+    wrong = [f"{k} is {attrs.get(k)!r}, expected {v!r}" for k, v in want.items()
+             if attrs.get(k) != v]
+    if attrs.get("idx_to_word") != {str(i): w for w, i in words.items()}:
+        wrong.append("idx_to_word does not invert word_to_idx")
+    if attrs.get("bad_cell_type") != "ValueError":
+        wrong.append(f'cell_type="gru" should raise ValueError, got {attrs.get("bad_cell_type")}')
+    if wrong:
+        raise CheckFailure("CaptioningRNN: " + "; ".join(wrong))
+
+
+def test_captioning_ignore_index_hidden(submission, expect, device):
+    (images,) = randn(52, (2, 3, 112, 112))
+    captions = _captions(53, 2, 7, 7)
+    for ignore_index in (0, None):
+        out = call(submission, "CaptioningRNN forward", "captioning_loss", cell_type="rnn",
+                   vocab=vocab(7), dims=SMALL, images=images, captions=captions,
+                   ignore_index=ignore_index, fill="seeded", device=device, dtype="float64")
+        expect.close(f"loss_{ignore_index}", out["loss"],
+                     f"CaptioningRNN loss with ignore_index={ignore_index}", **F64)
+
+
+def _sample(submission, expect, device, cell, N, max_length, seed):
+    (images,) = randn(seed, (N, 3, 112, 112))
+    what = f"CaptioningRNN ({cell}).sample"
+    out = call(submission, what, "captioning_sample", cell_type=cell, vocab=vocab(12),
+               dims={"input_dim": 400, "wordvec_dim": 8, "hidden_dim": 10}, images=images,
+               max_length=max_length, device=device, dtype="float64")
+    captions = as_tensor(out["captions"], f"{what}: captions")
+    if captions.dtype != torch.int64:
+        raise CheckFailure(f"{what}: captions have dtype {captions.dtype}, expected torch.int64")
+    if captions.shape != (N, max_length):
+        raise CheckFailure(f"{what}: captions have shape {tuple(captions.shape)}, expected "
+                           f"(N, max_length) = {(N, max_length)}")
+    expected = expect.value("captions", captions)
+    if not torch.equal(captions, expected):
+        if (captions[:, 0] == 1).all() and not (expected[:, 0] == 1).all():
+            raise CheckFailure(f"{what}: column 0 is <START>; return only the generated words")
+        if max_length > 1 and torch.equal(captions[:, 1:], expected[:, :-1]):
+            raise CheckFailure(f"{what}: the captions are shifted by one word")
+        if (captions == captions[:, :1]).all() and not (expected == expected[:, :1]).all():
+            raise CheckFailure(f"{what}: every step predicts the same word; feed the chosen "
+                               "word back as the next input")
+        equal(captions, expected, f"{what}: captions", hidden=expect.hidden)
+    if cell != "attn":
+        return
+    if not out["returned_pair"]:
+        raise CheckFailure(f'{what}: for cell_type "attn" return (captions, attn_weights_all)')
+    weights = as_tensor(out["attn_weights"], f"{what}: attention weights")
+    if not out["weights_device"].startswith("cpu"):
+        raise CheckFailure(f"{what}: attention weights are on {out['weights_device']}, "
+                           "return them on the CPU")
+    if weights.shape != (N, max_length, 4, 4):
+        raise CheckFailure(f"{what}: attention weights have shape {tuple(weights.shape)}, "
+                           f"expected (N, max_length, 4, 4) = {(N, max_length, 4, 4)}")
+    sums = weights.double().sum(dim=(2, 3))
+    close(sums, torch.ones_like(sums), f"{what}: each step's 16 attention weights sum",
+          rtol=0, atol=1e-6, hidden=expect.hidden, check_dtype=False)
+    expect.close("attn_weights", weights, f"{what}: attention weights used at each step", **F32)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_sample_hidden(submission, expect, device, cell):
+    _sample(submission, expect, device, cell, N=3, max_length=8, seed=54)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_sample_n1_hidden(submission, expect, device, cell):
+    _sample(submission, expect, device, cell, N=1, max_length=3, seed=55)

@@ -1,0 +1,98 @@
+"""Run the check catalogue on one submission and return the one result schema.
+
+The catalogue is a pytest suite (``grader/checks``) driven by ``grader.plugin``;
+this module is the single entry point the CLI, the notebook helper and batch
+grading share, so every mode gives the same verdicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+from grader import expected as ex
+from grader.plugin import RESULTS
+from grader.results import SubmissionResult, environment_fingerprint
+
+CHECKS_DIR = Path(__file__).resolve().parent / "checks"
+
+
+class _Collector:
+    """Receives the plugin's results when the pytest session ends."""
+
+    def __init__(self) -> None:
+        self.results: list = []
+        self.isolation: list[str] = []
+        self.import_error: dict | None = None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.results = list(session.config.stash.get(RESULTS, []))
+        sub = getattr(session.config, "_capgrade_submission", None)
+        if sub is not None:
+            self.isolation = list(sub.isolation)
+            if sub.import_outcome is not None and not sub.import_outcome.ok:
+                self.import_error = sub.import_outcome.error
+
+
+def pytest_args(submission: Path, include_hidden: bool = False, only: str | None = None,
+                device: str = "cpu", timeout: float | None = None, record: bool = False,
+                hidden_expected: Path | None = None, verbose: bool = False) -> list[str]:
+    args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
+            "--submission", str(submission), "--device", device,
+            "--visibility", "all" if include_hidden or record else "public",
+            "--capture=no", "-q" if verbose else "-qq"]
+    if only:
+        args += ["-k", only]
+    if timeout:
+        args += ["--check-timeout", str(timeout)]
+    if record:
+        args.append("--record")
+    if hidden_expected is not None:
+        args += ["--hidden-expected", str(hidden_expected)]
+    return args
+
+
+def run_checks(submission: str | Path, include_hidden: bool = False, only: str | None = None,
+               device: str = "cpu", timeout: float | None = None, record: bool = False,
+               hidden_expected: Path | None = None, verbose: bool = False) -> SubmissionResult:
+    """Grade one file; never raises for a broken submission (the result says why)."""
+    start = time.monotonic()
+    path = Path(submission)
+    result = SubmissionResult(submission=str(path), environment=environment_fingerprint())
+    if not path.is_file():
+        result.status, result.message = "missing-file", f"no such file: {path}"
+        return result
+    if include_hidden and not record:
+        hidden = hidden_expected or ex.HIDDEN_PATH
+        if not Path(hidden).is_file():
+            result.status = "no-hidden-values"
+            result.message = (f"hidden expected values not found at {hidden}: they are built "
+                              "from the instructors' reference/ with `capgrade build`; "
+                              "students run the public checks only (omit --all)")
+            return result
+    collector = _Collector()
+    args = pytest_args(path, include_hidden, only, device, timeout, record, hidden_expected,
+                       verbose)
+    sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with sink:
+        code = pytest.main(args, plugins=[collector])
+    result.checks = collector.results
+    result.isolation = collector.isolation
+    result.duration = round(time.monotonic() - start, 3)
+    if collector.import_error is not None:
+        err = collector.import_error
+        result.status = "import-error"
+        frames = err.get("frames") or []
+        where = f" (line {frames[-1]['line']})" if frames else ""
+        result.message = f"importing the submission failed: {err.get('type')}: " \
+                         f"{err.get('message')}{where}"
+    elif code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        result.status, result.message = "no-checks", f"no check matches {only!r}"
+    elif code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
+        result.status, result.message = "grader-error", f"the check catalogue failed ({code})"
+    return result

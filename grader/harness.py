@@ -1,0 +1,213 @@
+"""The trusted side of the trust boundary: drives a worker, never runs student code.
+
+``Submission`` starts ``python -m grader.worker`` in its own session, temp dir
+and scrubbed environment, sends it probe calls over a pipe and decodes the
+plain-data replies. A worker that hangs past the timeout, crashes or exits
+fails the call in progress with ``WorkerFailure``; the next call starts a fresh
+worker, so the remaining checks still run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from grader import protocol
+
+IMPORT_TIMEOUT = 120.0
+CALL_TIMEOUT = 15.0
+STDERR_CAP = 8_000
+
+
+class WorkerFailure(Exception):
+    """The worker hung, crashed or exited while answering: the check cannot judge."""
+
+
+@dataclass
+class Outcome:
+    """A probe's reply: ``value`` when ok, else ``error`` (type, message, student frames)."""
+
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] = field(default_factory=dict)
+    output: str = ""
+    duration: float = 0.0
+
+    @property
+    def not_implemented(self) -> bool:
+        return not self.ok and bool(self.error.get("not_implemented"))
+
+
+def _drain(stream, keep: list[bytes]) -> None:
+    """Read a pipe to its end, keeping only the last STDERR_CAP bytes."""
+    for chunk in iter(lambda: stream.read(4096), b""):
+        keep.append(chunk)
+        while sum(map(len, keep)) > STDERR_CAP and len(keep) > 1:
+            keep.pop(0)
+    stream.close()
+
+
+class Submission:
+    """A proxy for the student's module living in a worker process."""
+
+    def __init__(self, path: str | Path, timeout: float = CALL_TIMEOUT):
+        self.path = Path(path).resolve()
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+        self.import_outcome: Outcome | None = None
+        self.restarts = 0
+        self.isolation: list[str] = []
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._stderr: list[bytes] = []
+        self._output: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _environment(self, home: str) -> dict[str, str]:
+        import torch
+
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": home,
+            "TMPDIR": home,
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": package_root,
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "OMP_NUM_THREADS": os.environ.get("CAPGRADE_WORKER_THREADS", "1"),
+            "CAPGRADE_WORKER_THREADS": os.environ.get("CAPGRADE_WORKER_THREADS", "1"),
+            # Where the grader's encoder looks for already-downloaded weights.
+            "TORCH_HOME": str(Path(torch.hub.get_dir()).parent),
+        }
+        return env
+
+    def start(self) -> Outcome:
+        """Start a worker and import the submission in it; returns the import outcome."""
+        self.close()
+        self._tmp = tempfile.TemporaryDirectory(prefix="capgrade-worker-")
+        req_read, req_write = os.pipe()
+        rep_read, rep_write = os.pipe()
+        self._stderr = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "grader.worker", str(self.path),
+             "--request-fd", str(req_read), "--reply-fd", str(rep_write)],
+            pass_fds=(req_read, rep_write),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=self._tmp.name,
+            env=self._environment(self._tmp.name),
+            start_new_session=True,
+        )
+        os.close(req_read)
+        os.close(rep_write)
+        self.isolation = ["separate process", "own session", "scrubbed environment",
+                          "fresh temp dir as cwd and HOME"]
+        threading.Thread(target=_drain, args=(self.proc.stderr, self._stderr), daemon=True).start()
+        self._requests = Connection(req_write, readable=False)
+        self._replies = Connection(rep_read, writable=False)
+        try:
+            self.import_outcome = self._receive(IMPORT_TIMEOUT, "importing the submission")
+        except WorkerFailure as exc:
+            self.import_outcome = Outcome(False, error={"type": "WorkerFailure",
+                                                        "message": str(exc), "frames": []})
+        if not self.import_outcome.ok:
+            self.import_outcome.error["stage"] = "import"
+        return self.import_outcome
+
+    def close(self) -> None:
+        """Kill the worker's whole process group and remove its temp dir."""
+        if self.proc is not None:
+            for conn in (getattr(self, "_requests", None), getattr(self, "_replies", None)):
+                if conn is not None:
+                    conn.close()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+            self.proc = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Submission:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- calls ---------------------------------------------------------------------
+
+    def _receive(self, timeout: float, doing: str) -> Outcome:
+        start = time.monotonic()
+        assert self.proc is not None
+        try:
+            ready = self._replies.poll(timeout)
+            data = self._replies.recv_bytes() if ready else None
+        except (EOFError, OSError):
+            data = b""
+        if data is None:
+            self.close()
+            raise WorkerFailure(f"timed out after {timeout:g} s while {doing} "
+                                "(an infinite loop, or far too slow)")
+        if not data:
+            code = self.proc.wait(timeout=5)
+            detail = (f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
+            self.close()
+            raise WorkerFailure(f"the worker process {detail} while {doing} "
+                                "(sys.exit/os._exit, a crash, or running out of memory)")
+        try:
+            reply = protocol.decode(data)
+        except Exception as exc:
+            self.close()
+            raise WorkerFailure(f"the worker sent a reply that is not plain data ({exc})") from exc
+        return Outcome(ok=bool(reply.get("ok")), value=reply.get("value"),
+                       error=reply.get("error") or {}, output=reply.get("output", ""),
+                       duration=time.monotonic() - start)
+
+    def _ensure_started(self) -> Outcome:
+        if self.import_outcome is not None and not self.import_outcome.ok:
+            return self.import_outcome  # an import that failed once is not retried
+        if self.proc is None or self.proc.poll() is not None:
+            if self.import_outcome is not None:
+                self.restarts += 1
+            return self.start()
+        assert self.import_outcome is not None
+        return self.import_outcome
+
+    def call(self, probe: str, timeout: float | None = None, **params: Any) -> Outcome:
+        """Run ``grader.probes.<probe>(module, **params)`` in the worker."""
+        imported = self._ensure_started()
+        if not imported.ok:
+            return imported
+        self._requests.send_bytes(protocol.encode({"op": "call", "probe": probe,
+                                                   "params": params}))
+        outcome = self._receive(timeout or self.timeout, f"running {probe}")
+        if outcome.output:
+            self._output.append(outcome.output)
+        return outcome
+
+    def take_output(self) -> str:
+        """Student output captured since the last call of this method."""
+        text, self._output = "".join(self._output), []
+        return text
+
+    def usage(self) -> list[dict[str, Any]]:
+        """Forbidden-API uses the worker has seen so far."""
+        self._ensure_started()
+        self._requests.send_bytes(protocol.encode({"op": "usage"}))
+        return self._receive(self.timeout, "reporting API usage").value or []
+
+    def worker_stderr(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", "replace")

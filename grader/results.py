@@ -1,0 +1,117 @@
+"""The one result schema; every output format is a rendering of it.
+
+Plain dataclasses that round-trip through JSON (``to_dict`` / ``from_dict``), so
+batch grading can store them and every renderer reads the same fields.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: A check's outcome: passed, failed (wrong answer), error (the check could not
+#: judge: crash, timeout, import failure), or skipped (not run in this mode).
+STATUSES = ("passed", "failed", "error", "skipped")
+VISIBILITIES = ("public", "hidden", "after_due_date")
+
+
+@dataclass
+class CheckResult:
+    id: str
+    status: str
+    score: float
+    max_score: float
+    visibility: str = "public"
+    message: str = ""
+    #: What was measured (e.g. the worst relative error) and the bar it was held to.
+    error: float | None = None
+    tolerance: str | None = None
+    duration: float = 0.0
+    #: The student function the check exercises and its group (rnn, lstm, ...).
+    target: str = ""
+    group: str = ""
+    #: Captured stdout/stderr of the student's code during the check (capped).
+    output: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+        if self.visibility not in VISIBILITIES:
+            raise ValueError(f"unknown visibility {self.visibility!r}")
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+@dataclass
+class SubmissionResult:
+    submission: str
+    checks: list[CheckResult] = field(default_factory=list)
+    #: "graded", or why grading could not happen ("import-error", "missing-file", ...).
+    status: str = "graded"
+    message: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    #: Isolation layers actually applied to the worker on this host.
+    isolation: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def score(self) -> float:
+        return round(sum(c.score for c in self.checks), 6)
+
+    @property
+    def max_score(self) -> float:
+        return round(sum(c.max_score for c in self.checks if c.status != "skipped"), 6)
+
+    @property
+    def all_passed(self) -> bool:
+        ran = [c for c in self.checks if c.status != "skipped"]
+        return bool(ran) and all(c.passed for c in ran)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
+
+    def visible_to_student(self) -> SubmissionResult:
+        """The same result with hidden checks' messages reduced to pass/fail."""
+        checks = []
+        for c in self.checks:
+            if c.visibility != "public":
+                c = CheckResult(**{**asdict(c), "message": _hidden_message(c), "output": ""})
+            checks.append(c)
+        return SubmissionResult(**{**asdict(self), "checks": checks})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(score=self.score, max_score=self.max_score, counts=self.counts())
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubmissionResult:
+        data = {k: v for k, v in data.items() if k not in {"score", "max_score", "counts"}}
+        data["checks"] = [CheckResult(**c) for c in data.get("checks", [])]
+        return cls(**data)
+
+
+def _hidden_message(check: CheckResult) -> str:
+    return "passed" if check.passed else "failed (hidden check: details withheld)"
+
+
+def environment_fingerprint() -> dict[str, Any]:
+    """Versions that can change a verdict, recorded with every result."""
+    import torch
+
+    from grader import __version__
+
+    return {
+        "capgrade": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
