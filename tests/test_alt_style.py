@@ -1,0 +1,25 @@
+"""A correct solution in a style unlike the reference must get full marks.
+
+Guards against checks that reward the reference's incidental choices (layer
+names, creation order, conv vs linear, cache layout, loss formula) instead of
+the contract.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grader.engine import run_checks
+from grader.plugin import load_rubric
+
+ALT = Path(__file__).resolve().parent / "solutions" / "alt_style_rnn_lstm_captioning.py"
+
+
+def test_alt_style_solution_scores_full_marks():
+    result = run_checks(ALT, include_hidden=True)
+    assert result.status == "graded", result.message
+    failed = [f"{c.id}: {c.status}: {c.message}" for c in result.checks if not c.passed]
+    assert not failed, "\n".join(failed)
+    rubric = load_rubric()
+    assert {c.id for c in result.checks} == set(rubric), "not every check ran"
+    assert result.score == result.max_score == sum(e["points"] for e in rubric.values())
