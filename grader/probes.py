@@ -176,18 +176,22 @@ def _shape_key(shape: torch.Size) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _seeded_fill(params: list[nn.Parameter], scale: float = 0.5) -> None:
+def _seeded_fill(params: list[nn.Parameter], gain: float = 1.0) -> None:
     """Fill each parameter from a generator seeded by its (normalised) shape.
 
     Like the course's fill-by-shape, this makes any correct layer naming or
     creation order give the same model; unlike linspace it gives varied words.
+    Values are scaled by 1/sqrt(largest dim) (about 1/sqrt(fan-in) whichever way
+    a layer stores its weight) so that no gate saturates and the image, the words
+    and the attention all move the loss and the sampled words.
     """
     with torch.no_grad():
         for p in params:
             key = _shape_key(p.shape)
             seed = sum((i + 1) * 7919 * d for i, d in enumerate(key)) % (2**31)
             gen = torch.Generator().manual_seed(seed)
-            values = torch.randn(key, generator=gen, dtype=torch.float64) * scale
+            values = torch.randn(key, generator=gen, dtype=torch.float64) / max(key) ** 0.5
+            values *= gain if len(key) > 1 else 0.1  # small biases: the inputs decide
             p.copy_(values.reshape(p.shape))
 
 
@@ -201,7 +205,8 @@ def _encoder_of(model: nn.Module) -> nn.Module | None:
 
 
 def _captioning_model(m, cell_type: str, vocab: dict, dims: dict, fill: str,
-                      ignore_index: int | None, device: str, dtype: str | None) -> nn.Module:
+                      ignore_index: int | None, device: str, dtype: str | None,
+                      gain: float = 1.0) -> nn.Module:
     with contextlib.redirect_stdout(io.StringIO()):
         model = _resolve(m, "CaptioningRNN")(
             vocab, **dims, cell_type=cell_type, image_encoder_pretrained=False,
@@ -217,7 +222,7 @@ def _captioning_model(m, cell_type: str, vocab: dict, dims: dict, fill: str,
             raise RuntimeError("CaptioningRNN has no ImageEncoder submodule: build the image "
                                "encoder with the provided ImageEncoder class")
         encoder_ids = {id(p) for p in encoder.parameters()}
-        _seeded_fill([p for p in model.parameters() if id(p) not in encoder_ids])
+        _seeded_fill([p for p in model.parameters() if id(p) not in encoder_ids], gain)
     return model
 
 
@@ -251,10 +256,15 @@ def captioning_loss(m, cell_type: str, vocab: dict, dims: dict, images: torch.Te
     return reply
 
 
+#: Larger weights for sample(): confident, input-dependent words at every step.
+SAMPLE_GAIN = 3.0
+
+
 def captioning_sample(m, cell_type: str, vocab: dict, dims: dict, images: torch.Tensor,
                       max_length: int, device: str = "cpu", dtype: str | None = None) -> dict:
     """Greedy captions (and attention weights) under seeded parameters."""
-    model = _captioning_model(m, cell_type, vocab, dims, "seeded", None, device, dtype)
+    model = _captioning_model(m, cell_type, vocab, dims, "seeded", None, device, dtype,
+                              gain=SAMPLE_GAIN)
     result = model.sample(_to(images, device, dtype), max_length=max_length)
     if cell_type == "attn":
         if not isinstance(result, (tuple, list)) or len(result) != 2:
