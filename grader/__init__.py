@@ -1,3 +1,20 @@
 """capgrade: an autograder for the RNN / LSTM / attention-LSTM captioning assignment."""
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+
+def check(only: str | None = None, path: str = "rnn_lstm_captioning.py", **options):
+    """Notebook helper: run the public checks (``only``: a -k expression) and show a compact table.
+
+    Returns the SubmissionResult so a cell can inspect it.
+    """
+    from grader.engine import run_checks
+    from grader.render import render_table
+
+    result = run_checks(path, only=only, **options)
+    if result.status != "graded":
+        print(f"capgrade: {result.message}")
+    render_table(result, compact=True)
+    return result

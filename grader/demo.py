@@ -152,4 +152,18 @@ def run_demo(reference: Path, stub: Path, console: Console | None = None) -> int
         failures += not last < first / 2
         table.add_row(cell_type, f"{first:.3f}", f"{last:.3f}")
     console.print(table)
+
+    from grader.engine import run_checks
+
+    table = Table(title="capgrade check --all (public + hidden checks, sandboxed worker)")
+    for column in ("submission", "score", "passed", "failed", "error", "seconds"):
+        table.add_column(column)
+    hidden = Path("reference/expected/hidden.pt").is_file()
+    for label, path in (("reference", reference), ("stub", stub)):
+        result = run_checks(path, include_hidden=hidden)
+        counts = result.counts()
+        table.add_row(label, f"{result.score:g} / {result.max_score:g}", str(counts["passed"]),
+                      str(counts["failed"]), str(counts["error"]), f"{result.duration:.1f}")
+        failures += label == "reference" and not result.all_passed
+    console.print(table)
     return 0 if in_sync and not failures else 1

@@ -210,3 +210,16 @@ def test_worker_is_a_separate_process_without_the_harness_environment(tmp_path):
     pid, secret = r.checks[0].output.split()[:2]
     assert int(pid) != os.getpid() and secret == "None"
     assert sys.executable
+
+
+def test_notebook_helper_and_cli_exit_codes(tmp_path, capsys):
+    from grader import check
+    from grader.cli import main
+
+    result = check("rnn_step_forward_public", path=str(REFERENCE))
+    assert result.all_passed and "rnn_step_forward_public" in capsys.readouterr().out
+    assert main(["check", str(REFERENCE), "--only", "rnn_step_forward_public"]) == 0
+    assert main(["check", str(STUB), "--only", "rnn_step_forward_public",
+                 "--format", "json"]) == 1
+    assert "not implemented yet" in capsys.readouterr().out
+    assert main(["check", str(tmp_path / "missing.py")]) == 2
