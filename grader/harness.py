@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -25,7 +24,6 @@ from grader import protocol
 
 IMPORT_TIMEOUT = 120.0
 CALL_TIMEOUT = 15.0
-STDERR_CAP = 8_000
 
 
 class WorkerFailure(Exception):
@@ -47,15 +45,6 @@ class Outcome:
         return not self.ok and bool(self.error.get("not_implemented"))
 
 
-def _drain(stream, keep: list[bytes]) -> None:
-    """Read a pipe to its end, keeping only the last STDERR_CAP bytes."""
-    for chunk in iter(lambda: stream.read(4096), b""):
-        keep.append(chunk)
-        while sum(map(len, keep)) > STDERR_CAP and len(keep) > 1:
-            keep.pop(0)
-    stream.close()
-
-
 class Submission:
     """A proxy for the student's module living in a worker process."""
 
@@ -67,7 +56,6 @@ class Submission:
         self.restarts = 0
         self.isolation: list[str] = []
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._stderr: list[bytes] = []
         self._output: list[str] = []
 
     # -- lifecycle -----------------------------------------------------------------
@@ -97,14 +85,13 @@ class Submission:
         self._tmp = tempfile.TemporaryDirectory(prefix="capgrade-worker-")
         req_read, req_write = os.pipe()
         rep_read, rep_write = os.pipe()
-        self._stderr = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "grader.worker", str(self.path),
              "--request-fd", str(req_read), "--reply-fd", str(rep_write)],
             pass_fds=(req_read, rep_write),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # student output is captured inside the worker
             cwd=self._tmp.name,
             env=self._environment(self._tmp.name),
             start_new_session=True,
@@ -113,7 +100,6 @@ class Submission:
         os.close(rep_write)
         self.isolation = ["separate process", "own session", "scrubbed environment",
                           "fresh temp dir as cwd and HOME"]
-        threading.Thread(target=_drain, args=(self.proc.stderr, self._stderr), daemon=True).start()
         self._requests = Connection(req_write, readable=False)
         self._replies = Connection(rep_read, writable=False)
         try:
@@ -208,6 +194,3 @@ class Submission:
         self._ensure_started()
         self._requests.send_bytes(protocol.encode({"op": "usage"}))
         return self._receive(self.timeout, "reporting API usage").value or []
-
-    def worker_stderr(self) -> str:
-        return b"".join(self._stderr).decode("utf-8", "replace")
