@@ -57,7 +57,7 @@ def _check(args: argparse.Namespace) -> int:
     path = args.path or _default_submission()
     result = run_checks(path, include_hidden=args.all, only=args.only, device=args.device,
                         timeout=args.timeout, hidden_expected=args.hidden_expected,
-                        verbose=args.verbose)
+                        verbose=args.verbose, include_slow=args.all, loss_file=args.loss_file)
     write(result, args.format, sys.stdout)
     if result.status != "graded":
         print(f"capgrade check: {result.message}", file=sys.stderr)
@@ -86,6 +86,32 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from grader import dataset
+    from grader.training import decode_captions
+
+    start = time.monotonic()
+    try:
+        data = dataset.load_data(args.coco, n_train=args.n_train, n_val=args.n_val,
+                                 seed=args.seed)
+    except dataset.DataError as exc:
+        print(f"capgrade data: {exc}", file=sys.stderr)
+        return 2
+    print(f"ready in {time.monotonic() - start:.1f} s (format checked: keys, shapes, dtypes, "
+          "vocabulary)")
+    words = data["vocab"]["idx_to_token"]
+    for caption in decode_captions(data["train_captions"][:args.examples], words):
+        print(f"  {caption}")
+    if args.out is not None:
+        torch.save(data, args.out)
+        print(f"wrote {args.out} (the course's coco.pt format)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capgrade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,16 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the module to check (default: ./rnn_lstm_captioning.py if present, "
                             f"else {STUB})")
     check.add_argument("--only", metavar="NAME",
-                       help="only checks whose id matches NAME (a pytest -k expression)")
+                       help="only checks whose id matches NAME (a pytest -k expression); "
+                           "e.g. --only overfit runs the three overfit checks")
     check.add_argument("--format", choices=["table", "json", "junit", "gradescope"],
                        default="table")
     check.add_argument("--all", action="store_true",
-                       help="include the hidden checks (instructors: needs reference/expected)")
+                       help="include the hidden checks (instructors: needs reference/expected) "
+                           "and the slow end-to-end checks (overfitting, the loss file)")
     check.add_argument("--hidden-expected", type=Path, default=None,
                        help="hidden expected values (default: reference/expected/hidden.pt)")
     check.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     check.add_argument("--timeout", type=float, default=None,
                        help="seconds one call into the student's code may take (default: 15)")
+    check.add_argument("--loss-file", type=Path, default=None,
+                       help="the hand-in's loss file (default: rnn_lstm_attention_submission.pt "
+                            "next to the module)")
     check.add_argument("--verbose", action="store_true", help="show pytest's own output")
     check.set_defaults(func=_check)
 
@@ -120,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--stub", type=Path, default=STUB)
     build.add_argument("--hidden-expected", type=Path, default=Path("reference/expected/hidden.pt"))
     build.set_defaults(func=_build)
+
+    data = sub.add_parser("data", help="check the course's coco.pt, or make the synthetic set")
+    data.add_argument("--coco", type=Path, default=None,
+                      help="the course's coco.pt to validate (default: $CAPGRADE_COCO, else "
+                           "the synthetic dataset)")
+    data.add_argument("--n-train", type=int, default=2000, help="synthetic training images")
+    data.add_argument("--n-val", type=int, default=200, help="synthetic validation images")
+    data.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
+    data.add_argument("--examples", type=int, default=3, help="captions to print")
+    data.add_argument("-o", "--out", type=Path, default=None,
+                      help="also save the data to this file")
+    data.set_defaults(func=_data)
 
     demo = sub.add_parser("demo", help="run the reference and the stub on the course's inputs")
     demo.add_argument("--reference", type=Path, default=REFERENCE)

@@ -10,11 +10,21 @@ divided by 255) but
   the local torch hub cache, and never downloads;
 - otherwise initialises its weights from a private, fixed-seed generator, so
   every submission gets the same encoder whatever it did to the global RNG or
-  in which order it built its layers.
+  in which order it built its layers. Its batch-norm statistics are then set
+  from a fixed batch of synthetic images (a data-dependent init): without that
+  a random RegNet's features reach the hundreds and saturate the gates.
+
+Inside ``memoised_features()`` a frozen encoder (eval mode, no parameter and no
+image needing a gradient) computes the features of a given batch once and
+returns the same values afterwards: the overfit checks call it 80 times on the
+same images. The memo is keyed by the exact image tensor and by a fingerprint
+of the encoder's weights, so a hit returns what the uncached path computes.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -51,6 +61,57 @@ def _seeded_init(module: nn.Module, seed: int) -> None:
                 layer.bias.zero_()
 
 
+def _calibrate_batch_norm(cnn: nn.Module, seed: int) -> None:
+    """Set every batch norm's running statistics from one fixed batch of synthetic images."""
+    import numpy as np
+
+    from grader import synthetic
+
+    vocab = {w: i for i, w in enumerate(synthetic.vocabulary())}
+    images, _ = synthetic.make_split(64, np.random.default_rng(seed), vocab)
+    x = (images.float() / 255.0 - torch.tensor(MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(STD).view(1, 3, 1, 1)
+    norms = [m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch sets the statistics exactly
+    cnn.train()
+    with torch.no_grad():
+        cnn(x)
+    for bn in norms:
+        bn.momentum = 0.1
+    cnn.eval()
+
+
+_SEEDED_STATE: dict[str, torch.Tensor] | None = None
+
+
+def _seeded_state() -> dict[str, torch.Tensor]:
+    """The seeded, calibrated weights, made once per process (about 0.3 s)."""
+    global _SEEDED_STATE
+    if _SEEDED_STATE is None:
+        cnn = torchvision.models.regnet_x_400mf(weights=None)
+        _seeded_init(cnn, ENCODER_SEED)
+        _calibrate_batch_norm(cnn, ENCODER_SEED)
+        _SEEDED_STATE = {k: v.detach().clone() for k, v in cnn.state_dict().items()}
+    return _SEEDED_STATE
+
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_MEMO: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+
+
+@contextlib.contextmanager
+def memoised_features() -> Iterator[None]:
+    """Within this block a frozen encoder computes each distinct batch's features once."""
+    global _MEMO
+    previous, _MEMO = _MEMO, []
+    try:
+        yield
+    finally:
+        _MEMO = previous
+
+
 class ImageEncoder(nn.Module):
     """Drop-in replacement for the assignment's ImageEncoder (see module docstring)."""
 
@@ -61,14 +122,14 @@ class ImageEncoder(nn.Module):
         if checkpoint is not None:
             cnn.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         else:
-            _seeded_init(cnn, ENCODER_SEED)
+            cnn.load_state_dict(_seeded_state())
         self.pretrained = checkpoint is not None
         self._out_channels = cnn.fc.in_features
         self.backbone = feature_extraction.create_feature_extractor(
             cnn, return_nodes={"trunk_output.block4": "c5"}
         )
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
         if verbose:
             source = "local pretrained weights" if self.pretrained else "seeded random weights"
             print(f"ImageEncoder (grader's): RegNet-X 400MF with {source}")
@@ -77,7 +138,31 @@ class ImageEncoder(nn.Module):
     def out_channels(self) -> int:
         return self._out_channels
 
+    def _fingerprint(self) -> torch.Tensor:
+        """Per-tensor sums and absolute sums: any change to the weights changes them."""
+        with torch.no_grad():
+            tensors = [t.float() for t in (*self.parameters(), *self.buffers())]
+            return torch.stack([t.sum() for t in tensors] + [t.abs().sum() for t in tensors])
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        frozen = _MEMO is not None and not images.requires_grad \
+            and not any(m.training for m in self.modules()) \
+            and not any(p.requires_grad for p in self.parameters())
+        if not frozen:
+            return self._features(images)
+        assert _MEMO is not None
+        weights = self._fingerprint()
+        for key, fingerprint, features in _MEMO:
+            if (key.shape == images.shape and key.dtype == images.dtype
+                    and key.device == images.device and fingerprint.device == weights.device
+                    and features.dtype == self.mean.dtype and torch.equal(fingerprint, weights)
+                    and torch.equal(key, images)):
+                return features.clone()
+        features = self._features(images)
+        _MEMO.append((images.detach().clone(), weights, features.detach().clone()))
+        return features
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
         dtype = self.mean.dtype
         if images.dtype == torch.uint8:
             images = images.to(dtype) / 255.0

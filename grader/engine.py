@@ -41,7 +41,8 @@ class _Collector:
 
 def pytest_args(submission: Path, include_hidden: bool = False, only: str | None = None,
                 device: str = "cpu", timeout: float | None = None, record: bool = False,
-                hidden_expected: Path | None = None, verbose: bool = False) -> list[str]:
+                hidden_expected: Path | None = None, verbose: bool = False,
+                include_slow: bool = False, loss_file: Path | None = None) -> list[str]:
     args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
             "--submission", str(submission), "--device", device,
             "--visibility", "all" if include_hidden or record else "public",
@@ -52,6 +53,10 @@ def pytest_args(submission: Path, include_hidden: bool = False, only: str | None
         args += ["--check-timeout", str(timeout)]
     if record:
         args.append("--record")
+    if include_slow:
+        args.append("--slow")
+    if loss_file is not None:
+        args += ["--loss-file", str(loss_file)]
     if hidden_expected is not None:
         args += ["--hidden-expected", str(hidden_expected)]
     return args
@@ -59,8 +64,14 @@ def pytest_args(submission: Path, include_hidden: bool = False, only: str | None
 
 def run_checks(submission: str | Path, include_hidden: bool = False, only: str | None = None,
                device: str = "cpu", timeout: float | None = None, record: bool = False,
-               hidden_expected: Path | None = None, verbose: bool = False) -> SubmissionResult:
-    """Grade one file; never raises for a broken submission (the result says why)."""
+               hidden_expected: Path | None = None, verbose: bool = False,
+               include_slow: bool = False, loss_file: Path | None = None) -> SubmissionResult:
+    """Grade one file; never raises for a broken submission (the result says why).
+
+    ``include_slow`` adds the end-to-end checks (overfitting, the submitted loss
+    file); ``only`` also selects them when its expression matches their ids.
+    ``loss_file`` defaults to rnn_lstm_attention_submission.pt next to the module.
+    """
     start = time.monotonic()
     path = Path(submission)
     result = SubmissionResult(submission=str(path), environment=environment_fingerprint())
@@ -77,7 +88,7 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
             return result
     collector = _Collector()
     args = pytest_args(path, include_hidden, only, device, timeout, record, hidden_expected,
-                       verbose)
+                       verbose, include_slow, loss_file)
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with sink:
         code = pytest.main(args, plugins=[collector])

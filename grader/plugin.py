@@ -34,9 +34,18 @@ RECORDED = pytest.StashKey[dict]()
 OUTPUT_CAP = 4_000
 
 
-def load_rubric(path: Path = RUBRIC_PATH) -> dict[str, dict[str, Any]]:
+def load_rubric(path: Path = RUBRIC_PATH, include_slow: bool = True
+                ) -> dict[str, dict[str, Any]]:
+    """The rubric's checks; without the slow / hand-in ones when ``include_slow`` is False."""
     with open(path, "rb") as f:
-        return tomllib.load(f)["checks"]
+        checks = tomllib.load(f)["checks"]
+    return {k: v for k, v in checks.items() if include_slow or not v.get("slow", False)}
+
+
+def load_rubric_table(path: Path, table: str) -> dict[str, Any]:
+    """Another table of the rubric (e.g. ``submission_file``); empty when absent."""
+    with open(path, "rb") as f:
+        return dict(tomllib.load(f).get(table, {}))
 
 
 def check_id(item: pytest.Item) -> str:
@@ -56,6 +65,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds a single call into student code may take")
     group.addoption("--record", action="store_true",
                     help="record the submission's outputs as the expected values")
+    group.addoption("--loss-file", default=None,
+                    help="the hand-in's loss file (default: rnn_lstm_attention_submission.pt "
+                         "next to the submission)")
+    group.addoption("--slow", action="store_true",
+                    help="include the slow end-to-end checks (rubric: slow = true); they also "
+                         "run when -k selects them")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,13 +87,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if missing:
         raise pytest.UsageError(f"checks missing from the rubric {config.getoption('rubric')}: "
                                 f"{', '.join(missing)}")
+    # Slow checks record no expected values; otherwise they run when asked for.
+    slow_wanted = not config.getoption("record") and (
+        config.getoption("slow") or bool(config.getoption("keyword")))
     keep, drop = [], []
     for item in items:
         entry = rubric[check_id(item)]
         item.add_marker(pytest.mark.points(entry["points"]))
         item.add_marker(pytest.mark.visibility(entry.get("visibility", "public")))
         public = entry.get("visibility", "public") == "public"
-        (keep if public or config.getoption("visibility") == "all" else drop).append(item)
+        wanted = public or config.getoption("visibility") == "all"
+        if entry.get("slow", False) and not slow_wanted:
+            wanted = False
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep

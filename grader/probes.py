@@ -292,6 +292,29 @@ def captioning_attributes(m, vocab: dict, dims: dict, ignore_index: int | None) 
     return attrs
 
 
+def overfit(m, cell_type: str, seed: int, dims: dict, learning_rate: float, num_epochs: int,
+            batch_size: int, images: torch.Tensor, captions: torch.Tensor, vocab: dict,
+            device: str = "cpu", memoise: bool = True) -> dict:
+    """Train the student's CaptioningRNN with the grader's loop; return the loss history.
+
+    The global RNG is seeded first, so the student's own initialisation is
+    deterministic. With ``memoise`` the frozen encoder computes the features of
+    the fixed batch once (identical to recomputing them: see grader.encoder).
+    """
+    import time
+
+    from grader.encoder import memoised_features
+    from grader.training import train_captioner
+
+    torch.manual_seed(seed)
+    model = _captioning_model(m, cell_type, vocab, dims, "none", 0, device, None)
+    start = time.perf_counter()
+    with memoised_features() if memoise else contextlib.nullcontext():
+        _, losses = train_captioner(model, images, captions, num_epochs, batch_size,
+                                    learning_rate, device=device, progress=False)
+    return {"losses": [float(x) for x in losses], "seconds": time.perf_counter() - start}
+
+
 def tour(m) -> dict:
     """Call every contract function once on small inputs (for the from-scratch check)."""
     from grader import course_inputs as ci
@@ -331,5 +354,5 @@ def tour(m) -> dict:
 PROBES: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (function, manual_backward, module, captioning_loss,
-              captioning_sample, captioning_attributes, tour)
+              captioning_sample, captioning_attributes, overfit, tour)
 }

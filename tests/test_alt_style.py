@@ -20,6 +20,6 @@ def test_alt_style_solution_scores_full_marks():
     assert result.status == "graded", result.message
     failed = [f"{c.id}: {c.status}: {c.message}" for c in result.checks if not c.passed]
     assert not failed, "\n".join(failed)
-    rubric = load_rubric()
+    rubric = load_rubric(include_slow=False)
     assert {c.id for c in result.checks} == set(rubric), "not every check ran"
     assert result.score == result.max_score == sum(e["points"] for e in rubric.values())

@@ -1,0 +1,57 @@
+"""The hand-in's loss file, ``rnn_lstm_attention_submission.pt``, next to the module.
+
+Read with torch's restricted unpickler only (``grader.lossfile``): a malicious
+file fails these checks and can do nothing else. The rules (length, the
+course's final-loss bounds, a curve that goes down) come from the rubric's
+``[submission_file]`` table. Run by ``capgrade check --all`` or
+``--only submission_file``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader import lossfile
+from grader.compare import CheckFailure
+
+
+@pytest.fixture(scope="module")
+def loss_file(request: pytest.FixtureRequest) -> Path:
+    given = request.config.getoption("loss_file")
+    if given:
+        return Path(given)
+    return Path(request.config.getoption("submission")).resolve().parent / lossfile.FILENAME
+
+
+@pytest.fixture(scope="module")
+def rules(request: pytest.FixtureRequest) -> lossfile.LossFileRules:
+    from grader.plugin import load_rubric_table
+
+    table = load_rubric_table(Path(request.config.getoption("rubric")), "submission_file")
+    return lossfile.LossFileRules.from_mapping(table)
+
+
+def _load(path: Path, rules: lossfile.LossFileRules) -> dict[str, list[float]]:
+    try:
+        return lossfile.load_loss_file(path, max_bytes=rules.max_bytes)
+    except lossfile.LossFileError as exc:
+        raise CheckFailure(str(exc)) from None
+
+
+def test_submission_file_format(loss_file, rules):
+    data = _load(loss_file, rules)
+    shape_rules = lossfile.LossFileRules(
+        expected_length=rules.expected_length, max_bytes=rules.max_bytes,
+        final_bounds={k: float("inf") for k in lossfile.KEYS}, min_drop=float("inf"))
+    problems = lossfile.judge_losses(data, shape_rules)
+    if problems:
+        raise CheckFailure(f"{loss_file.name}: " + "; ".join(problems))
+
+
+def test_submission_file_losses(loss_file, rules):
+    data = _load(loss_file, rules)
+    problems = lossfile.judge_losses(data, rules)
+    if problems:
+        raise CheckFailure(f"{loss_file.name}: " + "; ".join(problems))
