@@ -90,9 +90,12 @@ def _seeded_state() -> dict[str, torch.Tensor]:
     """The seeded, calibrated weights, made once per process (about 0.3 s)."""
     global _SEEDED_STATE
     if _SEEDED_STATE is None:
-        cnn = torchvision.models.regnet_x_400mf(weights=None)
-        _seeded_init(cnn, ENCODER_SEED)
-        _calibrate_batch_norm(cnn, ENCODER_SEED)
+        # Leave the global RNG as it was: the first model a worker builds must be
+        # initialised exactly like the later ones.
+        with torch.random.fork_rng(devices=[]):
+            cnn = torchvision.models.regnet_x_400mf(weights=None)
+            _seeded_init(cnn, ENCODER_SEED)
+            _calibrate_batch_norm(cnn, ENCODER_SEED)
         _SEEDED_STATE = {k: v.detach().clone() for k, v in cnn.state_dict().items()}
     return _SEEDED_STATE
 

@@ -10,16 +10,16 @@ fall under a bound calibrated from the reference (see
 
 Why the bounds mean something: the 32 captions are distinct, so a model that
 ignores the image cannot do better than guessing which of the 32 it is, a loss
-of at least ln 32 = 3.47 per caption (Gibbs' inequality). The rnn and attn
-bounds are below that, so passing proves the model reads the image, and
-learns. The LSTM at the size that fits the time budget does not always beat
-the floor within 240 iterations (one calibration run in 40 ended at 3.8), so
-its bound only proves the model learns (the untrained loss is about 40).
+of at least ln 32 = 3.47 per caption (Gibbs' inequality). Every bound is below
+that, so passing proves the model reads the image, and learns (the untrained
+loss is about 40).
 
 The setups differ from the course's notebook only where time forces it: the
-course's sizes (hidden 512, words 256) are used for the vanilla RNN; the LSTM
-and attention LSTM take hidden 128 / words 64 and 240 / 200 iterations so that each
-check runs in a few seconds on one CPU thread.
+course's sizes (hidden 512, words 256, 80 iterations) are used for the vanilla
+RNN; the LSTM takes hidden 192 / words 96 and 240 iterations, the attention
+LSTM hidden 128 / words 64 and 200 iterations, so that each check runs in a few
+seconds on one CPU thread. (A smaller LSTM at 128 / 64 sometimes stayed above
+the blind floor: one calibration run in 40 ended at 3.8.)
 """
 
 from __future__ import annotations
@@ -64,11 +64,11 @@ class OverfitSetup:
 #: Bounds: see grader/checks/overfit_calibration.md (the rule is ``calibrated_bound``).
 SETUPS: dict[str, OverfitSetup] = {
     "rnn": OverfitSetup("rnn", hidden_dim=512, wordvec_dim=256, learning_rate=1e-3,
-                        num_epochs=80, bound=1.0),
-    "lstm": OverfitSetup("lstm", hidden_dim=128, wordvec_dim=64, learning_rate=2e-3,
-                         num_epochs=240, bound=3.3),
+                        num_epochs=80, bound=1.15),
+    "lstm": OverfitSetup("lstm", hidden_dim=192, wordvec_dim=96, learning_rate=2e-3,
+                         num_epochs=240, bound=3.0),
     "attn": OverfitSetup("attn", hidden_dim=128, wordvec_dim=64, learning_rate=2e-3,
-                         num_epochs=200, bound=2.5),
+                         num_epochs=200, bound=2.3),
 }
 
 
@@ -78,7 +78,7 @@ def calibrated_bound(worst: float) -> float:
     25% above the worst run, rounded up to 0.05. When the reference always
     beats the blind floor, the bound also stays at most halfway from its worst
     run to the floor, so passing proves the model reads the image; otherwise
-    (the LSTM: see the calibration record) it only proves the model learns.
+    it only proves the model learns.
     """
     bound = 1.25 * worst
     if worst < BLIND_FLOOR - 0.2:

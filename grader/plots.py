@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -37,12 +38,12 @@ def plot_losses(histories: Mapping[str, Sequence[float]] | Sequence[float],
     return ax
 
 
-def as_picture(image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) uint8 or float in [0, 1] -> (H, W, 3) float for imshow."""
+def as_picture(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) uint8 or float in [0, 1] -> (H, W, 3) float array for imshow."""
     image = image.detach().cpu()
     if image.dtype == torch.uint8:
         image = image.float() / 255.0
-    return image.float().clamp(0, 1).permute(1, 2, 0)
+    return image.float().clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def attention_visualizer(image: torch.Tensor, attn_weights: torch.Tensor, token: str,
@@ -55,7 +56,8 @@ def attention_visualizer(image: torch.Tensor, attn_weights: torch.Tensor, token:
     weights = torch.nn.functional.interpolate(weights[None, None], size=(height, width),
                                               mode="bilinear", align_corners=False)[0, 0]
     ax.imshow(picture)
-    ax.imshow(weights, cmap="gray", alpha=0.6, vmin=0.0, vmax=float(weights.max()) or 1.0)
+    ax.imshow(weights.numpy(), cmap="gray", alpha=0.6, vmin=0.0,
+              vmax=float(weights.max()) or 1.0)
     ax.set_title(token)
     ax.axis("off")
     return ax

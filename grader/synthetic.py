@@ -157,7 +157,8 @@ def make_split(n: int, rng: np.random.Generator, token_to_idx: dict[str, int],
         images = np.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     else:
         images = _render(scenes, rng, background)
-    return torch.from_numpy(images), torch.tensor(captions, dtype=torch.int64).view(n, -1)
+    encoded = torch.tensor(captions, dtype=torch.int64).view(n, CAPTION_LENGTH)
+    return torch.from_numpy(images), encoded
 
 
 def make_dataset(n_train: int = 2000, n_val: int = 200, seed: int = 0) -> dict:

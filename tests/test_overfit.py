@@ -46,7 +46,7 @@ IMAGE_IGNORED = Variant(
     "image_ignored", "the image features are multiplied by zero before use",
     "features = self.image_encoder(images)\n        words",
     "features = self.image_encoder(images) * 0\n        words",
-    ("overfit[rnn]", "overfit[attn]"))
+    ("overfit[rnn]", "overfit[lstm]", "overfit[attn]"))
 LOSS_DETACHED = Variant(
     "loss_detached", "forward returns a detached loss",
     "loss = temporal_softmax_loss(scores, captions_out, ignore_index=self.ignore_index)",
@@ -54,10 +54,9 @@ LOSS_DETACHED = Variant(
     ".detach()", ("overfit[rnn]",))
 
 
-def test_a_model_that_ignores_the_image_fails_rnn_and_attn(tmp_path):
-    # The LSTM's bound proves learning only (see grader/overfit.py), so it is not run here.
-    checks = _overfit(write_variant(IMAGE_IGNORED, tmp_path), only="overfit and (rnn or attn)")
-    assert sorted(checks) == ["overfit[attn]", "overfit[rnn]"]
+def test_a_model_that_ignores_the_image_fails_all_three(tmp_path):
+    checks = _overfit(write_variant(IMAGE_IGNORED, tmp_path))
+    assert len(checks) == 3
     for check in checks.values():
         assert check.status == "failed", check.id
         assert "ignores the image" in check.message, check.message
@@ -100,8 +99,7 @@ def test_bounds_match_their_calibration():
             f"{cell}: the setup changed since calibration: run scripts/calibrate_overfit.py"
         assert setup.bound == overfit.calibrated_bound(summary["worst"])
         assert summary["proves_image_use"] == (setup.bound < overfit.BLIND_FLOOR)
-        if cell in ("rnn", "attn"):  # the checks that must tell image use apart
-            assert setup.bound < overfit.BLIND_FLOOR
+        assert setup.bound < overfit.BLIND_FLOOR  # passing proves the image is used
         assert summary["runs"] == record["seeds"] * len(record["variants"])
 
 

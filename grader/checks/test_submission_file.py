@@ -41,16 +41,18 @@ def _load(path: Path, rules: lossfile.LossFileRules) -> dict[str, list[float]]:
 
 
 def test_submission_file_format(loss_file, rules):
+    """Readable, the three keys, lists of numbers, the right length, finite, not rising."""
     data = _load(loss_file, rules)
     shape_rules = lossfile.LossFileRules(
-        expected_length=rules.expected_length, max_bytes=rules.max_bytes,
-        final_bounds={k: float("inf") for k in lossfile.KEYS}, min_drop=float("inf"))
+        expected_length=rules.expected_length, max_bytes=rules.max_bytes, tail=rules.tail,
+        final_bounds={}, min_drop=1.0)
     problems = lossfile.judge_losses(data, shape_rules)
     if problems:
         raise CheckFailure(f"{loss_file.name}: " + "; ".join(problems))
 
 
 def test_submission_file_losses(loss_file, rules):
+    """The course's final-loss bounds and a curve that falls by the rubric's factor."""
     data = _load(loss_file, rules)
     problems = lossfile.judge_losses(data, rules)
     if problems:
