@@ -22,7 +22,8 @@ META = "__meta__"
 GENERATOR_VERSION = 1
 
 #: Files whose content determines the expected values (besides the reference).
-DEFINING_FILES = ["course_inputs.py", "encoder.py", "probes.py", "checks/inputs.py"]
+DEFINING_FILES = ["course_inputs.py", "encoder.py", "probes.py", "checks/inputs.py",
+                  "synthetic.py", "data/encoder_synthetic.pt"]
 
 
 class ExpectedMissing(FileNotFoundError):

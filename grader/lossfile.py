@@ -102,9 +102,7 @@ class LossFileError(Exception):
     """The loss file is missing, unreadable or malformed, so no loss history can be judged."""
 
 
-def load_loss_file(
-    path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES
-) -> dict[str, list[float]]:
+def load_loss_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, list[float]]:
     """Safely read the submission file and normalise it to ``{key: list[float]}``.
 
     Raises LossFileError with a message meant for the student for every way the file can be
@@ -145,14 +143,27 @@ def load_loss_file(
 
 
 def _check_zip_expansion(path: Path, max_bytes: int) -> None:
-    """Reject a zip archive whose entries inflate past max_bytes (torch reads deflated entries)."""
+    """Vet a zip-format file before torch opens it.
+
+    torch.save writes a zip archive. torch reads deflated entries too, so a small crafted file
+    could inflate far past max_bytes; and for a truncated archive torch (given a path) raises a
+    bare ``OSError: [Errno 22] Invalid argument``, so the truncation is diagnosed here instead.
+    """
     try:
-        if not zipfile.is_zipfile(path):
-            return
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise LossFileError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    if head != b"PK\x03\x04":
+        return  # not a zip: torch tries its legacy format, still through the safe unpickler
+    try:
         with zipfile.ZipFile(path) as zf:
             total = sum(info.file_size for info in zf.infolist())
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return  # leave the diagnosis to torch.load, which reports corrupt archives
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        raise LossFileError(
+            f"{path.name} is truncated or corrupt (not a complete torch.save archive); "
+            "re-run the notebook's last cell and hand in the new file"
+        ) from None
     if total > max_bytes:
         raise LossFileError(
             f"{path.name} unpacks to {total:,} bytes, more than the {max_bytes:,} allowed"
@@ -282,9 +293,7 @@ def judge_losses(data: dict[str, list[float]], rules: LossFileRules) -> list[str
         values = data[key]
         n = len(values)
         if n < 2:
-            problems.append(
-                f"{key} ({model}): only {n} value(s); a loss history needs at least 2"
-            )
+            problems.append(f"{key} ({model}): only {n} value(s); a loss history needs at least 2")
             continue
         if rules.expected_length is not None and n != rules.expected_length:
             problems.append(

@@ -147,18 +147,22 @@ def encode(words: list[str], token_to_idx: dict[str, int]) -> list[int]:
     return ids + [token_to_idx["<NULL>"]] * (CAPTION_LENGTH - len(ids))
 
 
+def make_scenes(n: int, rng: np.random.Generator, background: tuple[int, int, int] | None = None
+                ) -> tuple[list[list[dict]], torch.Tensor]:
+    """``n`` scenes (each a list of objects: colour, shape, size, r, x, y) and their images."""
+    scenes = [_sample_scene(rng) for _ in range(n)]
+    if n == 0:
+        return scenes, torch.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+    return scenes, torch.from_numpy(_render(scenes, rng, background))
+
+
 def make_split(n: int, rng: np.random.Generator, token_to_idx: dict[str, int],
                background: tuple[int, int, int] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images (uint8, N x 3 x 112 x 112) and their encoded captions (int64, N x 17)."""
-    scenes = [_sample_scene(rng) for _ in range(n)]
+    scenes, images = make_scenes(n, rng, background)
     captions = [encode(describe(s), token_to_idx) for s in scenes]
-    if n == 0:
-        images = np.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    else:
-        images = _render(scenes, rng, background)
-    encoded = torch.tensor(captions, dtype=torch.int64).view(n, CAPTION_LENGTH)
-    return torch.from_numpy(images), encoded
+    return images, torch.tensor(captions, dtype=torch.int64).view(n, CAPTION_LENGTH)
 
 
 def make_dataset(n_train: int = 2000, n_val: int = 200, seed: int = 0) -> dict:

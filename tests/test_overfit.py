@@ -95,18 +95,23 @@ def test_bounds_match_their_calibration():
         assert summary["setup"] == {"hidden_dim": setup.hidden_dim,
                                     "wordvec_dim": setup.wordvec_dim,
                                     "learning_rate": setup.learning_rate,
-                                    "num_epochs": setup.num_epochs}, \
+                                    "num_epochs": setup.num_epochs,
+                                    "samples": setup.samples,
+                                    "batch_size": setup.batch_size}, \
             f"{cell}: the setup changed since calibration: run scripts/calibrate_overfit.py"
-        assert setup.bound == overfit.calibrated_bound(summary["worst"])
-        assert summary["proves_image_use"] == (setup.bound < overfit.BLIND_FLOOR)
-        assert setup.bound < overfit.BLIND_FLOOR  # passing proves the image is used
+        assert setup.bound == overfit.calibrated_bound(summary["worst"], setup.blind_floor)
+        assert summary["proves_image_use"] == (setup.bound < setup.blind_floor)
+        assert setup.bound < setup.blind_floor  # passing proves the image is used
         assert summary["runs"] == record["seeds"] * len(record["variants"])
 
 
-def test_blind_floor_is_what_the_captions_allow():
-    _, captions = overfit.overfit_set()
-    used = captions[:overfit.BATCH_SIZE]
-    assert len({tuple(c) for c in used.tolist()}) == overfit.BATCH_SIZE  # all distinct
+@pytest.mark.parametrize("cell", list(overfit.SETUPS))
+def test_blind_floor_is_what_the_captions_allow(cell):
+    setup = overfit.SETUPS[cell]
+    _, captions = setup.data()
+    assert setup.samples // setup.batch_size == 1  # one fixed batch is memorised
+    used = captions[:setup.batch_size]
+    assert len({tuple(c) for c in used.tolist()}) == setup.batch_size  # all distinct
 
 
 @pytest.mark.parametrize("cell", ["rnn"])
@@ -117,7 +122,7 @@ def test_overfit_probe_memo_is_exact(ref, cell, monkeypatch):
     setup = overfit.SETUPS[cell]
     images, captions = overfit.overfit_set()
     runs = [probes.overfit(ref, cell, 0, {"input_dim": 400, "wordvec_dim": 8, "hidden_dim": 12},
-                           1e-3, 5, overfit.BATCH_SIZE, images, captions, overfit.vocab(),
+                           1e-3, 5, setup.batch_size, images, captions, overfit.vocab(),
                            memoise=memo)["losses"] for memo in (False, True)]
     assert runs[0] == runs[1] and len(runs[0]) == 5
     assert setup.cell_type == cell

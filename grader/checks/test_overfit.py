@@ -21,11 +21,11 @@ OVERFIT_TIMEOUT = 120.0
 @pytest.mark.parametrize("cell", list(overfit.SETUPS))
 def test_overfit(submission, device, cell):
     setup = overfit.SETUPS[cell]
-    images, captions = overfit.overfit_set()
+    images, captions = setup.data()
     out = call(submission, f"training CaptioningRNN ({cell})", "overfit",
                timeout=max(OVERFIT_TIMEOUT, submission.timeout), cell_type=cell,
                seed=setup.seed, dims=setup.dims, learning_rate=setup.learning_rate,
-               num_epochs=setup.num_epochs, batch_size=overfit.BATCH_SIZE, images=images,
+               num_epochs=setup.num_epochs, batch_size=setup.batch_size, images=images,
                captions=captions, vocab=overfit.vocab(), device=device)
     problem = overfit.judge(out.get("losses") if isinstance(out, dict) else None, setup)
     if problem:
