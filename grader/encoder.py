@@ -13,7 +13,8 @@ divided by 255) but
   False``, so no verdict depends on what a machine has cached), it loads
   ``grader/data/encoder_synthetic.pt``: the same network trained on synthetic
   shapes by ``scripts/train_encoder.py``. Random weights would not do: a random
-  RegNet's block4 features barely tell colours apart and not shapes at all;
+  RegNet's block4 features barely tell colours apart and not shapes at all
+  (``scripts/probe_encoder.py``);
 - if that file is missing, it falls back to weights from a private, fixed-seed
   generator with batch-norm statistics set from synthetic images.
 

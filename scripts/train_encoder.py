@@ -2,15 +2,17 @@
 
 Grading never downloads, and a randomly initialised RegNet's block4 features
 barely tell colours apart and not shapes at all (a linear probe on single-shape
-images: colour 39%, shape 28%, chance 17% / 25%), so nothing trained on them
-could caption. This script trains RegNet-X 400MF (the course's architecture and
-ImageNet normalisation) to say, for each cell of the 4x4 feature grid, which
-colour and shape has its centre there (or none), on freshly generated synthetic
-images, then sets the batch-norm statistics from one large batch and writes the
-weights in float16 to ``grader/data/encoder_synthetic.pt``. The file is a build
-artefact like the expected values: committed, and the grader only reads it.
+images: colour 33%, shape 28%, chance 17% / 25%; ``scripts/probe_encoder.py``),
+so nothing trained on them could caption. This script trains RegNet-X 400MF (the
+course's architecture and ImageNet normalisation) to say, for each cell of the
+4x4 feature grid, which colour and shape has its centre there (or none), on
+freshly generated synthetic images; then it sets the batch-norm statistics from
+one large batch and writes the weights in float16 to
+``grader/data/encoder_synthetic.pt``. The file is a build artefact like the
+expected values: committed, and the grader only reads it. The committed file
+came from the defaults (3000 steps, 743 s on 2 threads, held-out cells 96.6%).
 
-    .venv/bin/python scripts/train_encoder.py [--steps 900] [--batch 48] [--threads 2]
+    .venv/bin/python scripts/train_encoder.py [--steps 3000] [--batch 48] [--threads 2]
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=900)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
