@@ -41,6 +41,7 @@ from torch import nn
 from torchvision.models import feature_extraction
 
 ENCODER_SEED = 498
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as the course
 SYNTHETIC_WEIGHTS = Path(__file__).resolve().parent / "data" / "encoder_synthetic.pt"
 #: Set to False by the worker: grading always uses the packaged weights.
 ALLOW_IMAGENET = True
@@ -72,26 +73,35 @@ def _seeded_init(module: nn.Module, seed: int) -> None:
                 layer.bias.zero_()
 
 
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> the float input the network expects (ImageNet mean and std)."""
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def set_batch_norm_statistics(network: nn.Module, x: torch.Tensor) -> None:
+    """Every batch norm's running statistics from the one batch ``x``; leaves eval mode."""
+    norms = [m for m in network.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch sets the statistics exactly
+    network.train()
+    with torch.no_grad():
+        network(x)
+    for bn in norms:
+        bn.momentum = 0.1
+    network.eval()
+
+
 def _calibrate_batch_norm(cnn: nn.Module, seed: int) -> None:
-    """Set every batch norm's running statistics from one fixed batch of synthetic images."""
+    """Batch-norm statistics of the random fallback from 64 fixed synthetic images."""
     import numpy as np
 
     from grader import synthetic
 
     vocab = {w: i for i, w in enumerate(synthetic.vocabulary())}
     images, _ = synthetic.make_split(64, np.random.default_rng(seed), vocab)
-    x = (images.float() / 255.0 - torch.tensor(MEAN).view(1, 3, 1, 1)) \
-        / torch.tensor(STD).view(1, 3, 1, 1)
-    norms = [m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: one batch sets the statistics exactly
-    cnn.train()
-    with torch.no_grad():
-        cnn(x)
-    for bn in norms:
-        bn.momentum = 0.1
-    cnn.eval()
+    set_batch_norm_statistics(cnn, normalise(images))
 
 
 _SEEDED_STATE: dict[str, torch.Tensor] | None = None
@@ -140,7 +150,6 @@ def _template() -> nn.Module:
     return _TEMPLATE
 
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _MEMO: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
 

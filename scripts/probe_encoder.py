@@ -42,8 +42,7 @@ def features(state: dict, images: torch.Tensor) -> torch.Tensor:
     cnn.load_state_dict(state)
     trunk = feature_extraction.create_feature_extractor(
         cnn, return_nodes={"trunk_output.block4": "c5"}).eval()
-    x = (images.float() / 255.0 - torch.tensor(encoder.MEAN).view(1, 3, 1, 1)) \
-        / torch.tensor(encoder.STD).view(1, 3, 1, 1)
+    x = encoder.normalise(images)
     with torch.no_grad():
         return torch.cat([trunk(x[i:i + 200])["c5"] for i in range(0, len(x), 200)])
 

@@ -48,9 +48,7 @@ def batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]
             row, col = min(int(o["y"] // CELL), GRID - 1), min(int(o["x"] // CELL), GRID - 1)
             target[i, row, col] = 1 + COLOURS.index(o["colour"]) * len(SHAPES) \
                 + SHAPES.index(o["shape"])
-    x = (images.float() / 255.0 - torch.tensor(encoder.MEAN).view(1, 3, 1, 1)) \
-        / torch.tensor(encoder.STD).view(1, 3, 1, 1)
-    return x, target
+    return encoder.normalise(images), target
 
 
 def main() -> None:
@@ -92,15 +90,7 @@ def main() -> None:
                   f"({time.monotonic() - start:.0f} s)", flush=True)
 
     # Batch-norm statistics from one large batch, then report held-out accuracy.
-    norms = [m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-    with torch.no_grad():
-        trunk(batch(256, rng)[0])
-    for bn in norms:
-        bn.momentum = 0.1
-    trunk.eval()
+    encoder.set_batch_norm_statistics(trunk, batch(256, rng)[0])
     with torch.no_grad():
         x, target = batch(500, rng)
         predicted = head(trunk(x)["c5"]).argmax(1)
