@@ -10,7 +10,6 @@ worker, so the remaining checks still run.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from grader import protocol
+from grader import protocol, sandbox
 
 IMPORT_TIMEOUT = 120.0
 CALL_TIMEOUT = 15.0
@@ -60,25 +59,6 @@ class Submission:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _environment(self, home: str) -> dict[str, str]:
-        import torch
-
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": home,
-            "TMPDIR": home,
-            "LANG": "C.UTF-8",
-            "PYTHONPATH": package_root,
-            "PYTHONHASHSEED": "0",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "OMP_NUM_THREADS": os.environ.get("CAPGRADE_WORKER_THREADS", "1"),
-            "CAPGRADE_WORKER_THREADS": os.environ.get("CAPGRADE_WORKER_THREADS", "1"),
-            # Where the grader's encoder looks for already-downloaded weights.
-            "TORCH_HOME": str(Path(torch.hub.get_dir()).parent),
-        }
-        return env
-
     def start(self) -> Outcome:
         """Start a worker and import the submission in it; returns the import outcome."""
         self.close()
@@ -93,13 +73,12 @@ class Submission:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,  # student output is captured inside the worker
             cwd=self._tmp.name,
-            env=self._environment(self._tmp.name),
+            env=sandbox.scrubbed_environment(self._tmp.name),
             start_new_session=True,
         )
         os.close(req_read)
         os.close(rep_write)
-        self.isolation = ["separate process", "own session", "scrubbed environment",
-                          "fresh temp dir as cwd and HOME"]
+        self.isolation = list(sandbox.BASE_LAYERS)
         self._requests = Connection(req_write, readable=False)
         self._replies = Connection(rep_read, writable=False)
         try:
@@ -117,10 +96,7 @@ class Submission:
             for conn in (getattr(self, "_requests", None), getattr(self, "_replies", None)):
                 if conn is not None:
                     conn.close()
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            sandbox.kill_group(self.proc.pid)
             self.proc.wait()
             self.proc = None
         if self._tmp is not None:

@@ -39,9 +39,18 @@ def freeze_image_encoder(model: nn.Module) -> nn.Module | None:
 def train_captioner(model: nn.Module, image_data: torch.Tensor, caption_data: torch.Tensor,
                     num_epochs: int, batch_size: int, learning_rate: float,
                     lr_decay: float = 1.0, device: str | torch.device = "cpu",
-                    progress: bool = True, description: str = "training"
-                    ) -> tuple[nn.Module, list[float]]:
-    """Train ``model`` the way the course does; returns the model and the per-iteration losses."""
+                    progress: bool = True, description: str = "training",
+                    memoise: bool = True) -> tuple[nn.Module, list[float]]:
+    """Train ``model`` the way the course does; returns the model and the per-iteration losses.
+
+    With ``memoise`` the grader's frozen encoder computes each distinct batch's
+    features once (exactly what recomputing gives: see grader.encoder), so
+    epochs after the first cost only the recurrent part.
+    """
+    import contextlib
+
+    from grader.encoder import memoised_features
+
     if len(image_data) != len(caption_data):
         raise ValueError(f"{len(image_data)} images but {len(caption_data)} captions")
     iterations = len(image_data) // batch_size
@@ -59,7 +68,8 @@ def train_captioner(model: nn.Module, image_data: torch.Tensor, caption_data: to
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_decay ** epoch)
     losses: list[float] = []
     bar = _progress_bar(num_epochs * iterations, description) if progress else None
-    try:
+    memo = memoised_features() if memoise else contextlib.nullcontext()
+    with memo, contextlib.closing(bar) if bar is not None else contextlib.nullcontext():
         for _ in range(num_epochs):
             for i in range(iterations):
                 batch = slice(i * batch_size, (i + 1) * batch_size)
@@ -77,9 +87,6 @@ def train_captioner(model: nn.Module, image_data: torch.Tensor, caption_data: to
                 if bar is not None:
                     bar.advance(loss.item())
             scheduler.step()
-    finally:
-        if bar is not None:
-            bar.close()
     return model, losses
 
 
