@@ -333,3 +333,32 @@ def summarise(data: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
             "min": min(finite) if finite else None,
         }
     return out
+
+
+def compare_histories(submitted: dict[str, list[float]], reference: dict[str, list[float]],
+                      rtol: float) -> list[str]:
+    """Where ``submitted`` departs from ``reference`` by more than ``rtol`` (relative, >= 1).
+
+    One problem per model at most: its length, or the first iteration that
+    differs, with both values. An empty list means they agree.
+    """
+    problems: list[str] = []
+    for key in KEYS:
+        model = MODEL_NAMES[key]
+        mine, theirs = submitted.get(key), reference.get(key)
+        if mine is None:
+            problems.append(f"{key} ({model}): missing")
+            continue
+        if not theirs:
+            problems.append(f"{key} ({model}): the grader's own run produced no losses")
+            continue
+        if len(mine) != len(theirs):
+            problems.append(f"{key} ({model}): {len(mine)} losses, the grader's run has "
+                            f"{len(theirs)}")
+            continue
+        for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            if not abs(a - b) <= rtol * max(1.0, abs(b)):  # NaN never agrees
+                problems.append(f"{key} ({model}): iteration {i + 1} is {a:.6g}, the grader's "
+                                f"run gives {b:.6g}")
+                break
+    return problems

@@ -68,6 +68,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--loss-file", default=None,
                     help="the hand-in's loss file (default: rnn_lstm_attention_submission.pt "
                          "next to the submission)")
+    group.addoption("--notebook", default=None,
+                    help="the notebook to execute (default: rnn_lstm_captioning.ipynb next to "
+                         "the submission)")
+    group.addoption("--notebook-out", default=None,
+                    help="where the executed notebook, its HTML and report go (default: a new "
+                         "temp dir)")
     group.addoption("--slow", action="store_true",
                     help="include the slow end-to-end checks (rubric: slow = true); they also "
                          "run when -k selects them")

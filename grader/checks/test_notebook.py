@@ -1,0 +1,113 @@
+"""Notebook checks: the grader executes the submitted notebook itself, in grading mode.
+
+``rnn_lstm_captioning.ipynb`` (next to the module, or ``--notebook``) runs in a
+sandboxed kernel with the submitted module beside it (``grader.notebook_runner``);
+its stored outputs are never read. Then:
+
+- ``notebook_executes``: every code cell's execute reply says ``ok``;
+- ``notebook_submission_file``: that execution wrote
+  ``rnn_lstm_attention_submission.pt`` with the grading-mode histories;
+- ``notebook_losses_reproduce``: those losses are the ones the grader gets when
+  it trains the same configuration (``grader.notebook_support.GRADING``) on the
+  same module in its own worker, so numbers the notebook made up fail.
+
+Slow (a minute or two): run by ``capgrade check --all`` or ``--only notebook``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from grader import lossfile, notebook_runner
+from grader import notebook_support as ns
+from grader.checks.inputs import call
+from grader.compare import CheckFailure
+
+#: Relative tolerance between the notebook's losses and the grader's re-run.
+#: Both run the same code with one thread on one machine, so they agree exactly;
+#: other thread counts move them by < 1e-6 relative (notebook_calibration.md);
+#: a rounded, rescaled or invented history misses by far more.
+REPRODUCE_RTOL = 1e-4
+#: A student's training may be much slower than the reference's seconds.
+TRAIN_TIMEOUT = 300.0
+
+
+@pytest.fixture(scope="module")
+def notebook_run(request: pytest.FixtureRequest) -> notebook_runner.NotebookReport:
+    config = request.config
+    module = Path(config.getoption("submission")).resolve()
+    given = config.getoption("notebook")
+    notebook = Path(given) if given else module.parent / notebook_runner.NOTEBOOK_NAME
+    out = config.getoption("notebook_out") or tempfile.mkdtemp(prefix="capgrade-notebook-")
+    return notebook_runner.run_notebook(notebook, module=module, out_dir=out)
+
+
+def _executed(report: notebook_runner.NotebookReport) -> None:
+    if report.status != "executed":
+        raise CheckFailure(f"the notebook could not be run: {report.message}")
+
+
+def test_notebook_executes(notebook_run):
+    """Every code cell ran to an ``ok`` reply in grading mode."""
+    _executed(notebook_run)
+    if notebook_run.failures:
+        shown = "; ".join(f"cell {c.index} `{c.first_line}`: {c.status}: {c.message}"
+                          for c in notebook_run.failures[:5])
+        more = len(notebook_run.failures) - 5
+        raise CheckFailure(f"{len(notebook_run.failures)} of {len(notebook_run.cells)} code "
+                           f"cells failed in grading mode: {shown}"
+                           + (f" (and {more} more)" if more > 0 else "")
+                           + f". Executed copy: {notebook_run.executed_path}")
+
+
+def _produced_losses(report: notebook_runner.NotebookReport) -> dict[str, list[float]]:
+    _executed(report)
+    path = report.file(lossfile.FILENAME)
+    if path is None:
+        raise CheckFailure(f"running the notebook did not write {lossfile.FILENAME} next to it "
+                           "(its last cell saves the three loss histories)")
+    try:
+        return lossfile.load_loss_file(path)
+    except lossfile.LossFileError as exc:
+        raise CheckFailure(str(exc)) from None
+
+
+def test_notebook_submission_file(notebook_run):
+    """The execution saved the three grading-mode histories, one loss per iteration."""
+    data = _produced_losses(notebook_run)
+    rules = lossfile.LossFileRules(expected_length=ns.GRADING.train_iterations,
+                                   final_bounds={}, min_drop=1.0)
+    problems = lossfile.judge_losses(data, rules)
+    if problems:
+        raise CheckFailure(f"{lossfile.FILENAME} written in grading mode: " + "; ".join(problems))
+
+
+def grader_losses(submission, device: str = "cpu") -> dict[str, list[float]]:
+    """The grader's own run of the notebook's grading-mode training, on the submitted module."""
+    from grader.dataset import load_synthetic
+
+    run = ns.GRADING
+    data = load_synthetic(run.n_train, run.n_val, run.data_seed)
+    images, captions = ns.training_subset(data, run)
+    losses = {}
+    for cell in ns.CELL_TYPES:
+        out = call(submission, f"training CaptioningRNN ({cell}) as the notebook does", "overfit",
+                   timeout=max(TRAIN_TIMEOUT, submission.timeout), cell_type=cell, seed=run.seed,
+                   dims=run.dims(), learning_rate=run.train_lr, num_epochs=run.train_epochs,
+                   batch_size=run.train_batch, images=images, captions=captions,
+                   vocab=data["vocab"]["token_to_idx"], device="cpu")
+        losses[f"{cell}_losses"] = list(out["losses"]) if isinstance(out, dict) else []
+    return losses
+
+
+def test_notebook_losses_reproduce(notebook_run, submission):
+    """The saved losses are the grader's own re-run of the same configuration."""
+    produced = _produced_losses(notebook_run)
+    problems = lossfile.compare_histories(produced, grader_losses(submission), REPRODUCE_RTOL)
+    if problems:
+        raise CheckFailure("the losses the notebook saved are not what its training cells "
+                           "produce when the grader runs them: " + "; ".join(problems)
+                           + " (keep the training cells and new_model as given)")
