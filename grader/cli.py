@@ -57,7 +57,8 @@ def _check(args: argparse.Namespace) -> int:
     path = args.path or _default_submission()
     result = run_checks(path, include_hidden=args.all, only=args.only, device=args.device,
                         timeout=args.timeout, hidden_expected=args.hidden_expected,
-                        verbose=args.verbose, include_slow=args.all, loss_file=args.loss_file)
+                        verbose=args.verbose, include_slow=args.all, loss_file=args.loss_file,
+                        notebook=args.notebook, notebook_out=args.notebook_out)
     write(result, args.format, sys.stdout)
     if result.status != "graded":
         print(f"capgrade check: {result.message}", file=sys.stderr)
@@ -112,6 +113,38 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_notebook(args: argparse.Namespace) -> int:
+    from grader import notebook_runner as nr
+    from grader.render import notebook_table
+
+    parameters = {} if args.as_is else dict(nr.GRADING_PARAMETERS)
+    for item in args.param:
+        name, _, value = item.partition("=")
+        if not name.isidentifier() or not _:
+            print(f"capgrade run-notebook: --param wants NAME=VALUE, got {item!r}",
+                  file=sys.stderr)
+            return 2
+        parameters[name] = _literal(value)
+    report = nr.run_notebook(args.notebook, module=args.module, out_dir=args.out,
+                             parameters=parameters, cell_timeout=args.cell_timeout,
+                             budget=args.budget, html=not args.no_html)
+    notebook_table(report, sys.stdout)
+    if report.status != "executed":
+        print(f"capgrade run-notebook: {report.message}", file=sys.stderr)
+        return 2
+    return 0 if report.clean else 1
+
+
+def _literal(text: str) -> object:
+    """A Python literal when it parses as one (True, 3, 0.5, "x"), else the text itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capgrade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--loss-file", type=Path, default=None,
                        help="the hand-in's loss file (default: rnn_lstm_attention_submission.pt "
                             "next to the module)")
+    check.add_argument("--notebook", type=Path, default=None,
+                       help="the notebook the notebook checks execute (default: "
+                            "rnn_lstm_captioning.ipynb next to the module)")
+    check.add_argument("--notebook-out", type=Path, default=None,
+                       help="keep the executed notebook, its HTML and report here (default: a "
+                            "new temp dir)")
     check.add_argument("--verbose", action="store_true", help="show pytest's own output")
     check.set_defaults(func=_check)
 
@@ -163,6 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("-o", "--out", type=Path, default=None,
                       help="also save the data to this file")
     data.set_defaults(func=_data)
+
+    nb = sub.add_parser("run-notebook", help="execute a notebook safely, cell by cell, in "
+                        "grading mode; keep the executed copy, its HTML and a report")
+    nb.add_argument("notebook", type=Path)
+    nb.add_argument("--module", type=Path, default=None,
+                    help="the rnn_lstm_captioning.py to run it with (default: the one next to "
+                         "the notebook)")
+    nb.add_argument("-o", "--out", type=Path, default=Path("capgrade-notebook"),
+                    help="output folder (default: %(default)s)")
+    nb.add_argument("--cell-timeout", type=float, default=300.0,
+                    help="seconds one cell may run (default: %(default)s)")
+    nb.add_argument("--budget", type=float, default=900.0,
+                    help="seconds the whole notebook may run (default: %(default)s)")
+    nb.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a parameter after the notebook's parameters cell (repeatable; "
+                         "GRADING_MODE=True is set unless --as-is)")
+    nb.add_argument("--as-is", action="store_true",
+                    help="do not switch to grading mode (the notebook's own settings)")
+    nb.add_argument("--no-html", action="store_true", help="skip the HTML export")
+    nb.set_defaults(func=_run_notebook)
 
     demo = sub.add_parser("demo", help="run the reference and the stub on the course's inputs")
     demo.add_argument("--reference", type=Path, default=REFERENCE)

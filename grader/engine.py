@@ -42,7 +42,8 @@ class _Collector:
 def pytest_args(submission: Path, include_hidden: bool = False, only: str | None = None,
                 device: str = "cpu", timeout: float | None = None, record: bool = False,
                 hidden_expected: Path | None = None, verbose: bool = False,
-                include_slow: bool = False, loss_file: Path | None = None) -> list[str]:
+                include_slow: bool = False, loss_file: Path | None = None,
+                notebook: Path | None = None, notebook_out: Path | None = None) -> list[str]:
     args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
             "--submission", str(submission), "--device", device,
             "--visibility", "all" if include_hidden or record else "public",
@@ -57,6 +58,10 @@ def pytest_args(submission: Path, include_hidden: bool = False, only: str | None
         args.append("--slow")
     if loss_file is not None:
         args += ["--loss-file", str(loss_file)]
+    if notebook is not None:
+        args += ["--notebook", str(notebook)]
+    if notebook_out is not None:
+        args += ["--notebook-out", str(notebook_out)]
     if hidden_expected is not None:
         args += ["--hidden-expected", str(hidden_expected)]
     return args
@@ -65,12 +70,16 @@ def pytest_args(submission: Path, include_hidden: bool = False, only: str | None
 def run_checks(submission: str | Path, include_hidden: bool = False, only: str | None = None,
                device: str = "cpu", timeout: float | None = None, record: bool = False,
                hidden_expected: Path | None = None, verbose: bool = False,
-               include_slow: bool = False, loss_file: Path | None = None) -> SubmissionResult:
+               include_slow: bool = False, loss_file: Path | None = None,
+               notebook: Path | None = None, notebook_out: Path | None = None
+               ) -> SubmissionResult:
     """Grade one file; never raises for a broken submission (the result says why).
 
     ``include_slow`` adds the end-to-end checks (overfitting, the submitted loss
     file); ``only`` also selects them when its expression matches their ids.
-    ``loss_file`` defaults to rnn_lstm_attention_submission.pt next to the module.
+    ``loss_file`` defaults to rnn_lstm_attention_submission.pt next to the module,
+    ``notebook`` to rnn_lstm_captioning.ipynb; the notebook checks leave the
+    executed copy, its HTML and a report in ``notebook_out`` (default: a temp dir).
     """
     start = time.monotonic()
     path = Path(submission)
@@ -88,7 +97,7 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
             return result
     collector = _Collector()
     args = pytest_args(path, include_hidden, only, device, timeout, record, hidden_expected,
-                       verbose, include_slow, loss_file)
+                       verbose, include_slow, loss_file, notebook, notebook_out)
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with sink:
         code = pytest.main(args, plugins=[collector])

@@ -35,8 +35,8 @@ from grader.notebook_support import MODULE_NAME
 NOTEBOOK_NAME = f"{MODULE_NAME}.ipynb"
 CELL_TIMEOUT = 300.0
 BUDGET = 900.0
-CELL_OUTPUT_CAP = 200_000  # characters of output kept per cell
-TOTAL_OUTPUT_CAP = 5_000_000  # and for the whole notebook (plots included)
+CELL_OUTPUT_CAP = 2_000_000  # characters of output kept per cell (a PNG counts as base64)
+TOTAL_OUTPUT_CAP = 20_000_000  # and for the whole notebook
 PRODUCED_FILE_CAP = 50_000_000  # larger files the notebook writes are not copied out
 GRADING_PARAMETERS: dict[str, Any] = {"GRADING_MODE": True}
 INTERRUPT_GRACE = 5.0  # seconds a timed-out cell's kernel gets to answer after an interrupt
@@ -71,6 +71,7 @@ class NotebookReport:
     executed_path: str | None = None
     html_path: str | None = None
     isolation: list[str] = field(default_factory=list)
+    kernel_pids: list[int] = field(default_factory=list)  # every kernel started, all killed
 
     @property
     def failures(self) -> list[CellRun]:
@@ -147,15 +148,14 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     """Read and validate; raises ValueError with a message a student can act on."""
     try:
         nb = nbformat.read(path, as_version=4)
-    except Exception as exc:  # NotJSONError, UnicodeDecodeError, a bad nbformat version ...
-        raise ValueError(f"{path.name} is not a readable Jupyter notebook "
-                         f"({type(exc).__name__}: {str(exc)[:200]}); re-save it from Jupyter "
-                         "or Colab") from None
-    try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
         raise ValueError(f"{path.name} does not follow the notebook format "
                          f"({str(exc).splitlines()[0][:200]}); re-save it from Jupyter") from None
+    except Exception as exc:  # NotJSONError, UnicodeDecodeError, a bad nbformat version ...
+        raise ValueError(f"{path.name} is not a readable Jupyter notebook "
+                         f"({type(exc).__name__}: {str(exc)[:200]}); re-save it from Jupyter "
+                         "or Colab") from None
     return nb
 
 
@@ -301,6 +301,7 @@ def run_notebook(notebook: str | Path, module: str | Path | None = None,
                                           cell_timeout, budget))
     finally:
         kernel.stop()
+        report.kernel_pids = list(kernel.pids)
         _collect_produced(work, out, report)
         _keep_log_tail(kernel.log, out / "kernel.log")
         shutil.rmtree(scratch, ignore_errors=True)

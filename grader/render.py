@@ -345,6 +345,29 @@ def render_csv_row(result: SubmissionResult) -> dict[str, str | float]:
     return row
 
 
+# --------------------------------------------------------------------------- notebook runs
+
+
+def notebook_table(report: Any, stream: TextIO | None = None) -> None:
+    """A grader.notebook_runner.NotebookReport as a per-cell table and where its files are."""
+    console = Console(file=stream if stream is not None else sys.stdout)
+    table = Table(title=Text(str(report.notebook)), title_justify="left")
+    for name, justify in (("cell", "right"), ("status", "left"), ("s", "right"),
+                          ("first line", "left"), ("message", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    styles = {"ok": "green", "skipped": "yellow"}
+    for c in report.cells:
+        message = c.message + (" [output truncated]" if c.truncated else "")
+        table.add_row(str(c.index), Text(c.status, style=styles.get(c.status, "red")),
+                      f"{c.duration:.1f}", Text(clean(c.first_line)), Text(clean(message)))
+    console.print(table)
+    console.print(Text(report.summary()))
+    for label, path in (("executed copy", report.executed_path), ("HTML", report.html_path),
+                        ("files it wrote", ", ".join(report.produced) or None)):
+        if path:
+            console.print(Text(f"{label}: {path}"))
+
+
 # --------------------------------------------------------------------------- writers
 
 

@@ -1,0 +1,76 @@
+"""Calibrate REPRODUCE_RTOL of grader/checks/test_notebook.py.
+
+Measures, on the reference module, how far apart loss histories of the
+notebook's grading-mode training can be when nothing is wrong (the grader's
+re-run twice; with 1 and 2 threads; the notebook's own execution against the
+re-run), and how far the simplest forgeries land (rounded, rescaled, another
+seed). Prints a Markdown table for grader/checks/notebook_calibration.md.
+
+Run: ``python scripts/calibrate_notebook_losses.py`` (about 3 minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "reference" / "rnn_lstm_captioning.py"
+NOTEBOOK = ROOT / "notebooks" / "rnn_lstm_captioning.ipynb"
+
+
+def max_rel(a: dict[str, list[float]], b: dict[str, list[float]]) -> float:
+    return max(abs(x - y) / max(1.0, abs(y)) for k in b for x, y in zip(a[k], b[k], strict=True))
+
+
+def rerun(threads: str, seed: int | None = None) -> dict[str, list[float]]:
+    from grader.checks import test_notebook as tn
+    from grader.harness import Submission
+
+    os.environ["CAPGRADE_WORKER_THREADS"] = threads
+    if seed is not None:  # another seed: the same code trained from another initialisation
+        import dataclasses
+
+        from grader import notebook_support as ns
+        original = ns.GRADING
+        ns.GRADING = dataclasses.replace(original, seed=seed)
+    try:
+        with Submission(REFERENCE, timeout=300) as sub:
+            return tn.grader_losses(sub)
+    finally:
+        if seed is not None:
+            ns.GRADING = original
+
+
+def main() -> None:
+    from grader import lossfile, notebook_runner
+
+    base = rerun("1")
+    rows = [("grader re-run, again (1 thread)", max_rel(rerun("1"), base)),
+            ("grader re-run with 2 threads", max_rel(rerun("2"), base))]
+    os.environ["CAPGRADE_WORKER_THREADS"] = "1"
+    work = Path(tempfile.mkdtemp(prefix="capgrade-calibrate-"))
+    try:
+        shutil.copy(REFERENCE, work / REFERENCE.name)
+        shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+        report = notebook_runner.run_notebook(work / NOTEBOOK.name, out_dir=work / "out",
+                                              html=False)
+        produced = lossfile.load_loss_file(report.file(lossfile.FILENAME))
+        rows.append((f"notebook execution ({report.duration:.0f} s) vs grader re-run",
+                     max_rel(produced, base)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rounded = {k: [round(x, 3) for x in v] for k, v in base.items()}
+    scaled = {k: [0.99 * x for x in v] for k, v in base.items()}
+    rows += [("forgery: rounded to 3 decimals", max_rel(rounded, base)),
+             ("forgery: scaled by 0.99", max_rel(scaled, base)),
+             ("forgery: trained from another seed", max_rel(rerun("1", seed=1), base))]
+    print("| comparison | max relative difference |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value:.3g} |")
+
+
+if __name__ == "__main__":
+    main()
