@@ -59,7 +59,8 @@ if "google.colab" in sys.modules:
     except ImportError:  # install the capgrade release uploaded next to the notebook
         wheels = sorted(glob.glob("capgrade-*.whl"))
         if not wheels:
-            raise RuntimeError("upload the course's capgrade-*.whl with the file browser first")
+            raise RuntimeError("upload the course's capgrade-*.whl with the file browser "
+                               "first") from None
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", wheels[-1]], check=True)
 
 try:
@@ -123,7 +124,7 @@ def show_samples(model, split: str, count: int = 4):
     with torch.no_grad():
         out = model.sample(images.to(run.device))
     sampled = decode_captions((out[0] if isinstance(out, tuple) else out).cpu(), idx_to_word)
-    texts = [f"true: {t}\\nsampled: {s}" for t, s in zip(truth, sampled)]
+    texts = [f"true: {t}\\nsampled: {s}" for t, s in zip(truth, sampled, strict=False)]
     display(captioned_images(images, texts, title=f"{split} samples"))
 
 

@@ -19,7 +19,7 @@ from tests.conftest import REFERENCE
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "rnn_lstm_captioning.ipynb"
-NOTEBOOK_CHECKS = ["notebook_executes", "notebook_losses_reproduce", "notebook_submission_file"]
+NOTEBOOK_CHECKS = ["notebook_executes", "notebook_losses_reproduce", "notebook_writes_losses"]
 
 
 def _alive(pid: int) -> bool:
@@ -134,7 +134,7 @@ def test_made_up_losses_are_caught(tmp_path, reference_run):
     result = run_checks(tmp_path / "rnn_lstm_captioning.py", only="notebook")
     checks = {c.id: c for c in result.checks}
     assert checks["notebook_executes"].status == "passed"
-    assert checks["notebook_submission_file"].status == "passed"
+    assert checks["notebook_writes_losses"].status == "passed"
     reproduce = checks["notebook_losses_reproduce"]
     assert reproduce.status == "failed" and reproduce.score == 0
     assert "iteration 1 is" in reproduce.message and "grader's run gives" in reproduce.message
@@ -221,7 +221,7 @@ def test_a_broken_notebook_fails_its_checks_and_every_other_check_still_runs(tmp
     assert checks["rnn_step_forward_public"].status == "passed"
     assert checks["notebook_executes"].status == "failed"
     assert "ValueError: early" in checks["notebook_executes"].message
-    for cid in ("notebook_submission_file", "notebook_losses_reproduce"):
+    for cid in ("notebook_writes_losses", "notebook_losses_reproduce"):
         assert checks[cid].status == "failed"
         assert "did not write rnn_lstm_attention_submission.pt" in checks[cid].message
 

@@ -5,7 +5,7 @@ sandboxed kernel with the submitted module beside it (``grader.notebook_runner``
 its stored outputs are never read. Then:
 
 - ``notebook_executes``: every code cell's execute reply says ``ok``;
-- ``notebook_submission_file``: that execution wrote
+- ``notebook_writes_losses``: that execution wrote
   ``rnn_lstm_attention_submission.pt`` with the grading-mode histories;
 - ``notebook_losses_reproduce``: those losses are the ones the grader gets when
   it trains the same configuration (``grader.notebook_support.GRADING``) on the
@@ -75,7 +75,7 @@ def _produced_losses(report: notebook_runner.NotebookReport) -> dict[str, list[f
         raise CheckFailure(str(exc)) from None
 
 
-def test_notebook_submission_file(notebook_run):
+def test_notebook_writes_losses(notebook_run):
     """The execution saved the three grading-mode histories, one loss per iteration."""
     data = _produced_losses(notebook_run)
     rules = lossfile.LossFileRules(expected_length=ns.GRADING.train_iterations,
