@@ -10,6 +10,7 @@ worker, so the remaining checks still run.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,9 +48,14 @@ class Outcome:
 class Submission:
     """A proxy for the student's module living in a worker process."""
 
-    def __init__(self, path: str | Path, timeout: float = CALL_TIMEOUT):
+    def __init__(self, path: str | Path, timeout: float = CALL_TIMEOUT, device: str = "cpu",
+                 secrets: tuple[Path, ...] = sandbox.DEFAULT_SECRETS):
         self.path = Path(path).resolve()
         self.timeout = timeout
+        self.cuda = device.startswith("cuda")
+        self.secrets = tuple(secrets)
+        self.sandbox: sandbox.Sandbox | None = None
+        self._stderr = None
         self.proc: subprocess.Popen | None = None
         self.import_outcome: Outcome | None = None
         self.restarts = 0
@@ -63,22 +69,34 @@ class Submission:
         """Start a worker and import the submission in it; returns the import outcome."""
         self.close()
         self._tmp = tempfile.TemporaryDirectory(prefix="capgrade-worker-")
+        os.chmod(self._tmp.name, 0o711)  # an unprivileged worker must reach its home inside
+        home = Path(self._tmp.name) / "home"
+        home.mkdir()
+        # The worker imports its own copy: the original's folder may be closed to it.
+        module = home / self.path.name
+        shutil.copyfile(self.path, module)
+        self.sandbox = sandbox.Sandbox(home, secrets=self.secrets, cuda=self.cuda)
+        command = self.sandbox.command(
+            [sys.executable, "-m", "grader.worker", str(module),
+             "--request-fd", "{request}", "--reply-fd", "{reply}"])
         req_read, req_write = os.pipe()
         rep_read, rep_write = os.pipe()
+        command = [a.format(request=req_read, reply=rep_write) if a.startswith("{") else a
+                   for a in command]
+        self._stderr = open(Path(self._tmp.name) / "stderr.log", "w+b")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "grader.worker", str(self.path),
-             "--request-fd", str(req_read), "--reply-fd", str(rep_write)],
+            command,
             pass_fds=(req_read, rep_write),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,  # student output is captured inside the worker
-            cwd=self._tmp.name,
-            env=sandbox.scrubbed_environment(self._tmp.name),
+            stderr=self._stderr,  # student output is captured inside the worker
+            cwd=home,
+            env=self.sandbox.environment(),
             start_new_session=True,
         )
         os.close(req_read)
         os.close(rep_write)
-        self.isolation = list(sandbox.BASE_LAYERS)
+        self.isolation = list(self.sandbox.layers)
         self._requests = Connection(req_write, readable=False)
         self._replies = Connection(rep_read, writable=False)
         try:
@@ -96,9 +114,13 @@ class Submission:
             for conn in (getattr(self, "_requests", None), getattr(self, "_replies", None)):
                 if conn is not None:
                     conn.close()
-            sandbox.kill_group(self.proc.pid)
+            assert self.sandbox is not None
+            self.sandbox.kill(self.proc.pid)
             self.proc.wait()
             self.proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -126,9 +148,11 @@ class Submission:
         if not data:
             code = self.proc.wait(timeout=5)
             detail = (f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
+            tail = self._stderr_tail()
             self.close()
             raise WorkerFailure(f"the worker process {detail} while {doing} "
-                                "(sys.exit/os._exit, a crash, or running out of memory)")
+                                "(sys.exit/os._exit, a crash, or running out of memory)"
+                                + (f"; its last words: {tail}" if tail else ""))
         try:
             reply = protocol.decode(data)
         except Exception as exc:
@@ -137,6 +161,15 @@ class Submission:
         return Outcome(ok=bool(reply.get("ok")), value=reply.get("value"),
                        error=reply.get("error") or {}, output=reply.get("output", ""),
                        duration=time.monotonic() - start)
+
+    def _stderr_tail(self, chars: int = 600) -> str:
+        """The end of what the worker wrote to its stderr outside Python's capture."""
+        stream = self._stderr
+        if stream is None:
+            return ""
+        stream.flush()
+        stream.seek(max(0, os.fstat(stream.fileno()).st_size - chars))
+        return stream.read().decode(errors="replace").strip()
 
     def _ensure_started(self) -> Outcome:
         if self.import_outcome is not None and not self.import_outcome.ok:

@@ -1,38 +1,105 @@
 """The limits every process running student code starts under (worker and notebook kernel).
 
 One place for them, so the check worker and the notebook kernel are confined
-alike: a scrubbed environment (no secrets, no proxies, no site paths), a fresh
-temp dir as cwd and HOME, their own session, and the whole process group
-killed at the end.
+alike. Each layer is applied when the host allows it, and the layers actually
+active are recorded in every result (``Sandbox.layers``):
+
+- always: a separate process in its own session, a scrubbed environment, a
+  fresh temp dir as cwd and HOME, and at the end the process group killed and
+  every process still carrying the sandbox's id hunted down;
+- resource limits (Linux): address space, CPU seconds, processes, file size,
+  open files, no core files. No address-space limit with CUDA, whose driver
+  reserves huge virtual ranges;
+- namespaces (``unshare``; as root, or where unprivileged user namespaces are
+  allowed): a network namespace whose only interface is a downed loopback; a
+  mount namespace in which the secret paths (``reference/``, the hidden
+  expected values) are covered by an empty read-only tmpfs; a PID namespace,
+  so the host's processes are invisible and everything the student started
+  dies with the sandbox;
+- an unprivileged user (``nobody``) when the grader runs as root and its
+  files are world-readable;
+- on a student laptop without any of that: the same verdicts, fewer layers,
+  and the result says so. The worker also refuses sockets and signals to other
+  processes itself (an audit hook), which stops ordinary code there too.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import pwd
+import resource
+import shutil
 import signal
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-#: The layers ``scrubbed_environment`` + ``start_new_session`` + ``kill_group`` give.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+#: The instructors' secrets: hidden from every sandbox where the host allows it.
+DEFAULT_SECRETS = (PACKAGE_ROOT / "reference",)
+SANDBOX_ID_VAR = "CAPGRADE_SANDBOX_ID"
+GIB = 1 << 30
+
+#: The layers every sandbox has.
 BASE_LAYERS = ["separate process", "own session", "scrubbed environment",
-               "fresh temp dir as cwd and HOME"]
+               "fresh temp dir as cwd and HOME", "process group and stragglers killed at the end"]
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+@dataclass
+class Limits:
+    """Resource limits of one sandbox; ``CAPGRADE_SANDBOX_MEMORY`` / ``_CPU`` override."""
+
+    memory: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_MEMORY", 10 * GIB))
+    cpu_seconds: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_CPU", 1800))
+    processes: int = 256  # threads count as processes
+    file_size: int = 256 * 1024 * 1024
+    open_files: int = 1024
+
+    def pairs(self, cuda: bool, processes: int | None) -> list[str]:
+        pairs = [f"cpu={self.cpu_seconds}", f"fsize={self.file_size}",
+                 f"nofile={self.open_files}", "core=0"]
+        if not cuda:
+            pairs.append(f"as={self.memory}")
+        if processes is not None:
+            pairs.append(f"nproc={processes}")
+        return pairs
+
+    def describe(self, cuda: bool, processes: bool) -> str:
+        parts = [] if cuda else [f"address space {self.memory / GIB:g} GiB"]
+        parts += [f"CPU {self.cpu_seconds} s"]
+        parts += [f"{self.processes} processes"] if processes else []
+        parts += [f"files {self.file_size >> 20} MiB", f"{self.open_files} open files",
+                  "no core files"]
+        return "resource limits (" + ", ".join(parts) + ")"
 
 
 def scrubbed_environment(home: str | Path, **extra: str) -> dict[str, str]:
     """The only variables student code sees; ``home`` is its cwd, HOME and TMPDIR."""
     import torch
 
-    package_root = str(Path(__file__).resolve().parent.parent)
     threads = os.environ.get("CAPGRADE_WORKER_THREADS", "1")
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(home),
         "TMPDIR": str(home),
         "LANG": "C.UTF-8",
-        "PYTHONPATH": package_root,
+        "PYTHONPATH": str(PACKAGE_ROOT),
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
-        # One thread by default: workers run side by side in batch grading, and
-        # the grader's re-runs of a notebook's training use the same count.
+        # One thread by default: workers run side by side in batch grading, and the
+        # grader's re-run of a notebook's training must use the notebook's count.
         "OMP_NUM_THREADS": threads,
         "CAPGRADE_WORKER_THREADS": threads,
         # Where the grader's encoder looks for already-downloaded weights.
@@ -40,6 +107,195 @@ def scrubbed_environment(home: str | Path, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+@functools.lru_cache(maxsize=1)
+def namespace_flags() -> tuple[str, ...] | None:
+    """``unshare`` options that work on this host (tried once), or None."""
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None \
+            or os.environ.get("CAPGRADE_SANDBOX_NAMESPACES", "1") == "0":
+        return None
+    base = ("--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
+    flags = base if os.geteuid() == 0 else ("--user", "--map-root-user", *base)
+    try:
+        done = subprocess.run(["unshare", *flags, "true"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return flags if done.returncode == 0 else None
+
+
+def _traversable(directory: Path) -> bool:
+    return bool(directory.stat().st_mode & stat.S_IXOTH)
+
+
+def _readable_by_others(path: Path) -> bool:
+    """True if a user with no special rights can reach and read ``path``."""
+    path = path.resolve()
+    if not all(_traversable(d) for d in reversed(path.parents)):
+        return False
+    return bool(path.stat().st_mode & stat.S_IROTH)
+
+
+def _needed_paths() -> list[Path]:
+    """What the unprivileged user must read to run the worker: Python, the venv, torch, us."""
+    import torch
+
+    return [Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(),
+            Path(sys.prefix).resolve(), PACKAGE_ROOT, Path(torch.__file__).resolve().parent]
+
+
+def reveal_plan(needed: Iterable[Path]) -> dict[str, list[str]] | None:
+    """Closed directories on the way to ``needed`` -> the entries to re-expose in them.
+
+    A directory others cannot enter (``/root`` holding a pyenv Python, say) is
+    covered, inside the mount namespace, by an open tmpfs into which only the
+    entries on the way are bound back. None when that cannot work (a second
+    closed directory further down).
+    """
+    plan: dict[str, set[str]] = {}
+    for path in needed:
+        chain = [*reversed(path.parents), path]
+        closed = [i for i, d in enumerate(chain[:-1]) if not _traversable(d)]
+        if not closed:
+            continue
+        if len(closed) > 1 or closed[0] + 1 >= len(chain):
+            return None
+        blocked, entry = chain[closed[0]], chain[closed[0] + 1]
+        plan.setdefault(str(blocked), set()).add(str(entry))
+    return {k: sorted(v) for k, v in plan.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def unprivileged_ids() -> tuple[int, int, str] | None:
+    """(uid, gid, name) to run student code as, when the grader is root and that can work."""
+    if os.geteuid() != 0 or os.environ.get("CAPGRADE_SANDBOX_USER") == "":
+        return None
+    name = os.environ.get("CAPGRADE_SANDBOX_USER", "nobody")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    needed = _needed_paths()
+    if not all(_readable_by_others(p) for p in needed):
+        if namespace_flags() is None or reveal_plan(needed) is None:
+            return None  # the unprivileged user could not even start Python
+    return entry.pw_uid, entry.pw_gid, name
+
+
+def _user_tasks() -> int:
+    """Processes and threads of the current user: RLIMIT_NPROC counts them all."""
+    uid, count = os.getuid(), 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.stat(f"/proc/{pid}").st_uid == uid:
+                    count += len(os.listdir(f"/proc/{pid}/task"))
+            except OSError:
+                pass
+    return count
+
+
+@dataclass
+class Sandbox:
+    """How to start one confined process: the command line, its environment and its layers."""
+
+    home: Path
+    secrets: tuple[Path, ...] = DEFAULT_SECRETS
+    cuda: bool = False
+    limits: Limits = field(default_factory=Limits)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    layers: list[str] = field(default_factory=list)
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        return scrubbed_environment(self.home, **{SANDBOX_ID_VAR: self.id, **extra})
+
+    def command(self, argv: list[str], chown: Iterable[Path] = ()) -> list[str]:
+        """``argv`` wrapped in the layers this host allows (see ``grader.sandbox_launch``).
+
+        ``chown``: more paths (besides ``home``) the unprivileged user must own.
+        """
+        self.layers = list(BASE_LAYERS)
+        secrets = [str(p) for p in self.secrets if p.exists()]
+        ids = unprivileged_ids()
+        flags = namespace_flags()
+        linux = sys.platform.startswith("linux")
+        if ids is not None:
+            processes = self.limits.processes  # counted for that user alone
+        elif linux and os.geteuid() != 0:
+            processes = _user_tasks() + self.limits.processes
+        else:
+            processes = None  # root ignores RLIMIT_NPROC
+        pairs = self.limits.pairs(self.cuda, processes) if linux else []
+        if pairs:
+            self.layers.append(self.limits.describe(self.cuda, processes is not None))
+        launch = [sys.executable, "-m", "grader.sandbox_launch"]
+        launch += [f"--limit={p}" for p in pairs]
+        if ids is not None:
+            launch += [f"--uid={ids[0]}", f"--gid={ids[1]}"]
+            launch += [f"--chown={p}" for p in (self.home, *chown)]
+        if flags is not None:
+            launch += [f"--hide={s}" for s in secrets]
+            if ids is not None:
+                for blocked, entries in (reveal_plan(_needed_paths()) or {}).items():
+                    launch += [f"--reveal={blocked}:{':'.join(entries)}"]
+            self.layers += ["network namespace (no interface up)",
+                            "mount namespace (secrets covered by an empty tmpfs)",
+                            "PID namespace (host processes invisible; all die with it)"]
+            launch = ["unshare", *flags, *launch]
+        else:
+            self.layers.append("no namespaces on this host: sockets, new processes and signals "
+                               "refused by an audit hook instead")
+        if ids is not None:
+            self.layers.append(f"unprivileged user {ids[2]}")
+        elif os.geteuid() == 0:
+            self.layers.append("runs as root: no unprivileged user can start this Python "
+                               "(CAPGRADE_SANDBOX_USER, or open its folders to others)")
+        else:
+            self.layers.append("same user as the grader (not root: no user switch)")
+        visible = [s for s in secrets if flags is None and (ids is None or _readable_by_others(
+            Path(s)))]
+        if visible:
+            self.layers.append("WARNING: secrets readable from the sandbox: " + ", ".join(visible))
+        return [*launch, "--", *argv]
+
+    def kill(self, pid: int | None) -> None:
+        """Kill the process group of ``pid`` and any process that still carries our id."""
+        kill_group(pid)
+        marker = f"{SANDBOX_ID_VAR}={self.id}".encode()
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    found = marker in f.read().split(b"\0")
+            except OSError:
+                continue
+            if found:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+_LIMITS = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU,
+           "nproc": resource.RLIMIT_NPROC, "fsize": resource.RLIMIT_FSIZE,
+           "nofile": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
+
+
+def apply_limits(pairs: Iterable[str]) -> None:
+    """Set ``name=value`` resource limits on this process (never above the current hard one)."""
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        which = _LIMITS[name]
+        soft = int(value)
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        # CPU: the soft limit sends SIGXCPU, the hard one a second later SIGKILL.
+        new_hard = soft + 1 if name == "cpu" else soft
+        if hard != resource.RLIM_INFINITY:
+            new_hard = min(new_hard, hard)
+        resource.setrlimit(which, (soft, new_hard))
 
 
 def kill_group(pid: int | None) -> None:

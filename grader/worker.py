@@ -1,10 +1,21 @@
 """The worker: the only process that imports and runs student code.
 
-Started by the harness (``python -m grader.worker``) with two pipe file
-descriptors. It imports the submission, swaps in the grader's ImageEncoder,
-then answers requests ``{"op": "call", "probe": NAME, "params": {...}}`` by
-running ``grader.probes.NAME(module, **params)`` and replying with plain data
-(see ``grader.protocol``). It never judges anything: the harness does.
+Started by the harness (``python -m grader.worker``, inside ``grader.sandbox``)
+with two pipe file descriptors. It imports the submission, swaps in the
+grader's ImageEncoder, then answers requests ``{"op": "call", "probe": NAME,
+"params": {...}}`` by running ``grader.probes.NAME(module, **params)`` and
+replying with plain data (see ``grader.protocol``). It never judges anything:
+the harness does.
+
+It is two processes. The *broker* holds the harness's pipes and never runs
+student code; it forks the *student process* before the submission is
+imported, relays requests to it over pipes of its own, and forwards only
+replies that decode as plain data. So student code cannot write to the
+channel the harness reads, and the broker is not ptrace-able by it
+(``PR_SET_DUMPABLE`` 0). The student process also refuses sockets, new
+processes and signals to other processes (an audit hook, which Python offers
+no way to remove): "no network" and "no fork bomb" hold even on a host
+without namespaces, for all but code that calls libc directly.
 """
 
 from __future__ import annotations
@@ -146,15 +157,93 @@ def serve(path: str, requests: Connection, replies: Connection) -> None:
         replies.send_bytes(data)
 
 
+#: Audit events the student process refuses (see the module docstring).
+_REFUSED = {
+    "socket.connect": "network connections", "socket.bind": "network sockets",
+    "socket.sendto": "network connections", "socket.sendmsg": "network connections",
+    "os.fork": "new processes", "os.forkpty": "new processes", "os.posix_spawn": "new processes",
+    "os.exec": "new programs", "os.system": "new programs", "subprocess.Popen": "new programs",
+    "pty.spawn": "new programs",
+}
+
+
+def install_guards() -> None:
+    """Refuse sockets, new processes and signals to other processes from now on."""
+    me = os.getpid()
+
+    def guard(event: str, args: tuple) -> None:
+        what = _REFUSED.get(event)
+        if what is None and event in ("os.kill", "os.killpg") and args and args[0] not in (0, me):
+            what = "signals to other processes"
+        if what is not None:
+            raise PermissionError(f"capgrade: {what} are not allowed while grading ({event})")
+
+    sys.addaudithook(guard)
+
+
+def _undumpable() -> None:
+    """Keep same-user processes (the student's) from ptrace-ing or reading our memory."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
+def broker(student: int, requests: Connection, replies: Connection,
+           to_student: Connection, from_student: Connection) -> None:
+    """Relay requests to the student process and its replies, checked, to the harness."""
+    from grader import protocol
+
+    while True:
+        try:
+            data = from_student.recv_bytes()
+        except (EOFError, OSError):
+            return  # the student process died: the harness sees our EOF and says so
+        try:
+            protocol.decode(data)  # plain data only, or nothing goes through
+        except Exception as exc:
+            data = protocol.encode({"ok": False, "output": "", "error": {
+                "type": "ProtocolError", "message": f"the worker sent a reply that is not "
+                f"plain data ({str(exc)[:200]})", "frames": [], "not_implemented": False}})
+        replies.send_bytes(data)
+        try:
+            to_student.send_bytes(requests.recv_bytes())
+        except (EOFError, OSError):
+            return
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("submission")
     parser.add_argument("--request-fd", type=int, required=True)
     parser.add_argument("--reply-fd", type=int, required=True)
     args = parser.parse_args()
-    requests = Connection(args.request_fd, writable=False)
-    replies = Connection(args.reply_fd, readable=False)
-    serve(args.submission, requests, replies)
+    import torch  # noqa: F401 - imported once, before the fork, and shared
+
+    from grader import forbidden, probes, protocol  # noqa: F401
+
+    down_read, down_write = os.pipe()
+    up_read, up_write = os.pipe()
+    student = os.fork()
+    if student == 0:
+        for fd in (args.request_fd, args.reply_fd, down_write, up_read):
+            os.close(fd)
+        install_guards()
+        serve(args.submission, Connection(down_read, writable=False),
+              Connection(up_write, readable=False))
+    else:
+        for fd in (down_read, up_write):
+            os.close(fd)
+        _undumpable()
+        broker(student, Connection(args.request_fd, writable=False),
+               Connection(args.reply_fd, readable=False), Connection(down_write, readable=False),
+               Connection(up_read, writable=False))
+        try:
+            os.kill(student, 9)
+        except ProcessLookupError:
+            pass
     # Skip interpreter teardown: student objects' __del__ must not run after us.
     sys.stdout.flush()
     os._exit(0)

@@ -1,0 +1,105 @@
+"""The first code to run in a new sandbox: hide secrets, set limits, drop root, exec.
+
+``python -m grader.sandbox_launch [options] -- COMMAND...`` runs inside the
+namespaces ``grader.sandbox`` opened with ``unshare``, still as root there, and
+does what only root can before any student code exists: it covers each secret
+directory with an empty read-only tmpfs (``/dev/null`` over a secret file),
+re-exposes only the needed entries of closed directories (a pyenv Python under
+``/root``), sets the resource limits, hands the sandbox's temp dir to the
+unprivileged user, drops to that user for good and execs COMMAND (the worker
+or the notebook kernel). These mounts exist only in the sandbox's namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+from grader.sandbox import apply_limits
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+
+
+def hide(path: str) -> None:
+    """Make ``path`` look empty (and unwritable) inside this mount namespace."""
+    if os.path.isdir(path):
+        _mount("-t", "tmpfs", "-o", "ro,size=4k,mode=000", "capgrade-hidden", path)
+    else:
+        _mount("--bind", "/dev/null", path)
+
+
+def reveal(blocked: str, entries: list[str]) -> None:
+    """Cover ``blocked`` with an open tmpfs holding only ``entries``, bound back in place."""
+    stash = tempfile.mkdtemp(prefix="capgrade-reveal-")
+    kept = []
+    for i, entry in enumerate(entries):
+        target = os.path.join(stash, str(i))
+        os.mkdir(target)
+        _mount("--rbind", entry, target)
+        kept.append((entry, target))
+    _mount("-t", "tmpfs", "-o", "mode=755", "capgrade-open", blocked)
+    for entry, target in kept:
+        os.makedirs(entry, exist_ok=True)
+        _mount("--move", target, entry)
+    for _, target in kept:
+        os.rmdir(target)
+    os.rmdir(stash)
+
+
+def drop_to(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:  # pragma: no cover - the kernel refused
+        raise SystemExit("capgrade sandbox: could not drop privileges")
+
+
+def _chown_tree(path: str, uid: int, gid: int) -> None:
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), uid, gid)
+    os.lchown(path, uid, gid)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hide", action="append", default=[], help="a secret path")
+    parser.add_argument("--reveal", action="append", default=[], metavar="DIR:ENTRY[:ENTRY]")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--chown", action="append", default=[],
+                        help="a path the unprivileged user must own (its temp dir)")
+    parser.add_argument("--uid", type=int, default=None)
+    parser.add_argument("--gid", type=int, default=None)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command to run")
+    try:
+        for spec in args.reveal:
+            blocked, *entries = spec.split(":")
+            reveal(blocked, entries)
+        for path in args.hide:
+            if os.path.exists(path):
+                hide(path)
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"capgrade sandbox: mount failed: {exc.stderr.decode()[:300]}") from None
+    if args.uid is not None:
+        gid = args.gid if args.gid is not None else args.uid
+        for path in args.chown:
+            _chown_tree(path, args.uid, gid)
+    apply_limits(args.limit)
+    if args.uid is not None:
+        drop_to(args.uid, gid)
+    sys.stdout.flush()
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
