@@ -175,25 +175,30 @@ def prepare(nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> nbformat.N
     return nb
 
 
-def _kernel_spec_dir(root: Path) -> Path:
-    """A kernelspec for this very interpreter: no other Python, whatever the user installed."""
+def _kernel_spec_dir(root: Path, box: sandbox.Sandbox, conn: Path) -> Path:
+    """A kernelspec for this very interpreter, started inside ``box``'s sandbox."""
     spec = root / "kernels" / "capgrade"
     spec.mkdir(parents=True)
+    argv = box.command([sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                       chown=[conn])
     (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "capgrade sandbox", "language": "python"}))
+        "argv": argv, "display_name": "capgrade sandbox", "language": "python"}))
     return spec.parent
 
 
 class _Kernel:
     """Starts, replaces and finally kills the sandboxed kernel behind a client."""
 
-    def __init__(self, client: _CappedClient, work: Path, specs: Path):
+    def __init__(self, client: _CappedClient, box: sandbox.Sandbox, scratch: Path):
         from jupyter_client.kernelspec import KernelSpecManager
         from jupyter_client.manager import AsyncKernelManager
 
-        self.client, self.work = client, work
-        self.log = specs.parent / "kernel.log"  # the kernel's own stderr: why it died
+        self.client, self.box, self.work = client, box, box.home
+        # The connection file and the unix sockets live where the sandbox's user may go.
+        self.conn = scratch / "conn"
+        self.conn.mkdir()
+        specs = _kernel_spec_dir(scratch, box, self.conn)
+        self.log = scratch / "kernel.log"  # the kernel's own stderr: why it died
         self.ksm = KernelSpecManager(kernel_dirs=[str(specs)], ensure_native_kernel=False)
         self.manager_class = AsyncKernelManager
         self.pids: list[int] = []
@@ -202,11 +207,11 @@ class _Kernel:
         c = self.client
         c.km = self.manager_class(kernel_name="capgrade", kernel_spec_manager=self.ksm,
                                   transport="ipc",  # unix sockets: no TCP port to reach
-                                  ip=str(self.log.parent / "ipc"))
+                                  ip=str(self.conn / "ipc"),
+                                  connection_file=str(self.conn / "kernel.json"))
         with open(self.log, "ab") as log:
             c.start_new_kernel(cwd=str(self.work), stdout=log, stderr=log,
-                               env=sandbox.scrubbed_environment(
-                                   self.work, IPYTHONDIR=str(self.work / ".ipython")))
+                               env=self.box.environment(IPYTHONDIR=str(self.work / ".ipython")))
         pid = getattr(c.km.provisioner, "pid", None)
         if pid is not None:
             self.pids.append(pid)
@@ -224,7 +229,7 @@ class _Kernel:
         finally:
             c.km = c.kc = None
             for pid in self.pids:
-                sandbox.kill_group(pid)
+                self.box.kill(pid)
 
     def replace(self) -> None:
         self.stop()
@@ -250,14 +255,16 @@ def run_notebook(notebook: str | Path, module: str | Path | None = None,
                  out_dir: str | Path | None = None, parameters: dict[str, Any] | None = None,
                  cell_timeout: float = CELL_TIMEOUT, budget: float = BUDGET,
                  cell_output_cap: int = CELL_OUTPUT_CAP,
-                 total_output_cap: int = TOTAL_OUTPUT_CAP, html: bool = True) -> NotebookReport:
+                 total_output_cap: int = TOTAL_OUTPUT_CAP, html: bool = True,
+                 secrets: tuple[Path, ...] = sandbox.DEFAULT_SECRETS) -> NotebookReport:
     """Execute ``notebook`` in a sandboxed kernel; never raises for a broken notebook.
 
     ``module`` (default: ``rnn_lstm_captioning.py`` beside the notebook) is
     copied next to the notebook in a fresh temp dir, the kernel's cwd.
     ``parameters`` default to grading mode. Results land in ``out_dir``:
     ``executed.ipynb``, ``executed.html``, ``notebook_report.json`` and the
-    files the notebook wrote under ``produced/``.
+    files the notebook wrote under ``produced/``. ``secrets`` are hidden from
+    the kernel where the host allows (see ``grader.sandbox``).
     """
     notebook = Path(notebook)
     parameters = dict(GRADING_PARAMETERS if parameters is None else parameters)
@@ -277,6 +284,7 @@ def run_notebook(notebook: str | Path, module: str | Path | None = None,
         return _finish(report, None, out, start, html)
 
     scratch = Path(tempfile.mkdtemp(prefix="capgrade-kernel-"))
+    scratch.chmod(0o711)  # an unprivileged kernel must reach its folders inside
     work = scratch / "work"
     work.mkdir()
     if module.is_file():
@@ -285,8 +293,9 @@ def run_notebook(notebook: str | Path, module: str | Path | None = None,
                            interrupt_on_timeout=False, startup_timeout=120,
                            resources={"metadata": {"path": str(work)}},
                            shutdown_kernel="immediate")
-    kernel = _Kernel(client, work, _kernel_spec_dir(scratch))
-    report.isolation = list(sandbox.BASE_LAYERS)
+    box = sandbox.Sandbox(work, secrets=tuple(secrets))
+    kernel = _Kernel(client, box, scratch)
+    report.isolation = box.layers
     try:
         try:
             kernel.start()

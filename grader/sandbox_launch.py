@@ -7,13 +7,15 @@ directory with an empty read-only tmpfs (``/dev/null`` over a secret file),
 re-exposes only the needed entries of closed directories (a pyenv Python under
 ``/root``), sets the resource limits, hands the sandbox's temp dir to the
 unprivileged user, drops to that user for good and execs COMMAND (the worker
-or the notebook kernel). These mounts exist only in the sandbox's namespace.
+or the notebook kernel), staying behind as the PID namespace's init. These
+mounts exist only in the sandbox's namespace.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,7 +100,29 @@ def main(argv: list[str] | None = None) -> None:
     if args.uid is not None:
         drop_to(args.uid, gid)
     sys.stdout.flush()
+    if os.getpid() == 1:
+        # A host pid means nothing in here; ipykernel would take its absence for a dead parent.
+        os.environ.pop("JPY_PARENT_PID", None)
+        init(command)
     os.execvp(command[0], command)
+
+
+def init(command: list[str]) -> None:
+    """Stay as the PID namespace's init: run COMMAND as pid 2, reap, exit with its status.
+
+    The kernel ignores signals sent to its init from inside, so COMMAND must not
+    be pid 1 or a student's ``os.kill(os.getpid(), 9)`` would do nothing.
+    """
+    child = os.fork()
+    if child == 0:
+        os.execvp(command[0], command)
+    # A kernel interrupt is SIGINT to the whole process group: it is for the child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            os._exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status)
+                     else 128 + os.WTERMSIG(status))
 
 
 if __name__ == "__main__":
