@@ -147,7 +147,9 @@ class Submission:
                                 "(an infinite loop, or far too slow)")
         if not data:
             code = self.proc.wait(timeout=5)
-            detail = (f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
+            # The sandbox's init reports a child killed by signal N as exit code 128 + N.
+            signum = -code if code < 0 else code - 128 if code > 128 else 0
+            detail = f"killed by signal {signum}" if signum else f"exited with code {code}"
             tail = self._stderr_tail()
             self.close()
             raise WorkerFailure(f"the worker process {detail} while {doing} "

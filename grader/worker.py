@@ -191,16 +191,19 @@ def _undumpable() -> None:
         pass
 
 
-def broker(student: int, requests: Connection, replies: Connection,
-           to_student: Connection, from_student: Connection) -> None:
-    """Relay requests to the student process and its replies, checked, to the harness."""
+def broker(requests: Connection, replies: Connection, to_student: Connection,
+           from_student: Connection) -> bool:
+    """Relay requests to the student process and its replies, checked, to the harness.
+
+    Returns True when the student process went away, False when the harness did.
+    """
     from grader import protocol
 
     while True:
         try:
             data = from_student.recv_bytes()
         except (EOFError, OSError):
-            return  # the student process died: the harness sees our EOF and says so
+            return True  # the student process died: the harness sees our EOF and says so
         try:
             protocol.decode(data)  # plain data only, or nothing goes through
         except Exception as exc:
@@ -209,9 +212,13 @@ def broker(student: int, requests: Connection, replies: Connection,
                 f"plain data ({str(exc)[:200]})", "frames": [], "not_implemented": False}})
         replies.send_bytes(data)
         try:
-            to_student.send_bytes(requests.recv_bytes())
+            request = requests.recv_bytes()
         except (EOFError, OSError):
-            return
+            return False
+        try:
+            to_student.send_bytes(request)
+        except OSError:
+            return True
 
 
 def main() -> None:
@@ -237,13 +244,15 @@ def main() -> None:
         for fd in (down_read, up_write):
             os.close(fd)
         _undumpable()
-        broker(student, Connection(args.request_fd, writable=False),
-               Connection(args.reply_fd, readable=False), Connection(down_write, readable=False),
-               Connection(up_read, writable=False))
-        try:
+        student_gone = broker(
+            Connection(args.request_fd, writable=False), Connection(args.reply_fd, readable=False),
+            Connection(down_write, readable=False), Connection(up_read, writable=False))
+        if not student_gone:
             os.kill(student, 9)
-        except ProcessLookupError:
-            pass
+        _, status = os.waitpid(student, 0)
+        # Exit as the student process did, so the harness can say how it ended.
+        os._exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status)
+                 else 128 + os.WTERMSIG(status))
     # Skip interpreter teardown: student objects' __del__ must not run after us.
     sys.stdout.flush()
     os._exit(0)
