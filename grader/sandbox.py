@@ -182,6 +182,17 @@ def unprivileged_ids() -> tuple[int, int, str] | None:
     return entry.pw_uid, entry.pw_gid, name
 
 
+def _tmp_entries(paths: Iterable[Path]) -> list[str]:
+    """The entries of /tmp that a private /tmp must keep: those on the way to ``paths``."""
+    tmp = Path("/tmp").resolve()
+    keep = set()
+    for path in paths:
+        path = Path(path).resolve()
+        if tmp in path.parents:
+            keep.add(str(tmp / path.relative_to(tmp).parts[0]))
+    return sorted(keep)
+
+
 def _user_tasks() -> int:
     """Processes and threads of the current user: RLIMIT_NPROC counts them all."""
     uid, count = os.getuid(), 0
@@ -234,11 +245,14 @@ class Sandbox:
             launch += [f"--uid={ids[0]}", f"--gid={ids[1]}"]
             launch += [f"--chown={p}" for p in (self.home, *chown)]
         if flags is not None:
+            launch += [f"--private-tmp={e}" for e in _tmp_entries([self.home, *chown,
+                                                                   *_needed_paths()])]
             launch += [f"--hide={s}" for s in secrets]
             if ids is not None:
                 for blocked, entries in (reveal_plan(_needed_paths()) or {}).items():
                     launch += [f"--reveal={blocked}:{':'.join(entries)}"]
-            self.layers += ["network namespace (no interface up)",
+            self.layers += ["private /tmp, /var/tmp and /dev/shm",
+                            "network namespace (no interface up)",
                             "mount namespace (secrets covered by an empty tmpfs)",
                             "PID namespace (host processes invisible; all die with it)"]
             launch = ["unshare", *flags, *launch]

@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 
 from grader.sandbox import apply_limits
 
@@ -36,22 +35,22 @@ def hide(path: str) -> None:
         _mount("--bind", "/dev/null", path)
 
 
-def reveal(blocked: str, entries: list[str]) -> None:
-    """Cover ``blocked`` with an open tmpfs holding only ``entries``, bound back in place."""
-    stash = tempfile.mkdtemp(prefix="capgrade-reveal-")
-    kept = []
-    for i, entry in enumerate(entries):
-        target = os.path.join(stash, str(i))
-        os.mkdir(target)
-        _mount("--rbind", entry, target)
-        kept.append((entry, target))
-    _mount("-t", "tmpfs", "-o", "mode=755", "capgrade-open", blocked)
-    for entry, target in kept:
-        os.makedirs(entry, exist_ok=True)
-        _mount("--move", target, entry)
-    for _, target in kept:
-        os.rmdir(target)
-    os.rmdir(stash)
+def reveal(blocked: str, entries: list[str], mode: str = "755") -> None:
+    """Cover ``blocked`` with a fresh tmpfs holding only ``entries``, bound back in place.
+
+    Each entry is held open (``O_PATH``) while ``blocked`` is covered, then bound
+    back from that descriptor: no stash folder is needed.
+    """
+    held = [(entry, os.open(entry, os.O_PATH)) for entry in entries]
+    _mount("-t", "tmpfs", "-o", f"mode={mode}", "capgrade-open", blocked)
+    for entry, fd in held:
+        if os.path.isdir(f"/proc/{os.getpid()}/fd/{fd}"):
+            os.makedirs(entry, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(entry), exist_ok=True)
+            open(entry, "a").close()
+        _mount("--no-canonicalize", "--rbind", f"/proc/{os.getpid()}/fd/{fd}", entry)
+        os.close(fd)
 
 
 def drop_to(uid: int, gid: int) -> None:
@@ -73,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hide", action="append", default=[], help="a secret path")
     parser.add_argument("--reveal", action="append", default=[], metavar="DIR:ENTRY[:ENTRY]")
+    parser.add_argument("--private-tmp", action="append", default=[], metavar="ENTRY",
+                        help="cover /tmp, /var/tmp and /dev/shm with fresh tmpfs, keeping only "
+                             "these entries of /tmp (the sandbox's own folders)")
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--chown", action="append", default=[],
                         help="a path the unprivileged user must own (its temp dir)")
@@ -87,6 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         for spec in args.reveal:
             blocked, *entries = spec.split(":")
             reveal(blocked, entries)
+        if args.private_tmp:
+            for shared in ("/var/tmp", "/dev/shm"):
+                if os.path.isdir(shared):
+                    _mount("-t", "tmpfs", "-o", "mode=1777", "capgrade-tmp", shared)
+            reveal("/tmp", args.private_tmp, mode="1777")
         for path in args.hide:
             if os.path.exists(path):
                 hide(path)
