@@ -124,7 +124,7 @@ def submission(request: pytest.FixtureRequest):
     hidden = Path(request.config.getoption("hidden_expected")).resolve()
     sub = Submission(path, timeout=request.config.getoption("check_timeout") or 15.0,
                      device=request.config.getoption("device"),
-                     secrets=(*DEFAULT_SECRETS, hidden.parent))
+                     secrets=(*DEFAULT_SECRETS, hidden))
     request.config._capgrade_submission = sub
     yield sub
     sub.close()

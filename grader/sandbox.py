@@ -40,8 +40,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_secrets() -> tuple[Path, ...]:
+    """What a sandbox must not see of a source checkout: everything but grader/ and the venv.
+
+    ``reference/`` holds the solution and the hidden values, ``tests/`` other
+    full solutions, ``.git`` the history of all of them. An installed package
+    (no ``pyproject.toml`` beside it) has none of these.
+    """
+    if not (PACKAGE_ROOT / "pyproject.toml").is_file():
+        return ()
+    keep = {"grader"}
+    for path in (Path(sys.prefix).resolve(), Path(sys.executable).resolve()):
+        if PACKAGE_ROOT in path.parents:
+            keep.add(path.relative_to(PACKAGE_ROOT).parts[0])
+    return tuple(sorted(p for p in PACKAGE_ROOT.iterdir() if p.name not in keep))
+
+
 #: The instructors' secrets: hidden from every sandbox where the host allows it.
-DEFAULT_SECRETS = (PACKAGE_ROOT / "reference",)
+DEFAULT_SECRETS = project_secrets()
 SANDBOX_ID_VAR = "CAPGRADE_SANDBOX_ID"
 GIB = 1 << 30
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import lossfile, notebook_runner
+from grader import lossfile, notebook_runner, sandbox
 from grader import notebook_support as ns
 from grader.checks.inputs import call
 from grader.compare import CheckFailure
@@ -42,7 +42,9 @@ def notebook_run(request: pytest.FixtureRequest) -> notebook_runner.NotebookRepo
     given = config.getoption("notebook")
     notebook = Path(given) if given else module.parent / notebook_runner.NOTEBOOK_NAME
     out = config.getoption("notebook_out") or tempfile.mkdtemp(prefix="capgrade-notebook-")
-    return notebook_runner.run_notebook(notebook, module=module, out_dir=out)
+    hidden = Path(config.getoption("hidden_expected")).resolve()
+    return notebook_runner.run_notebook(notebook, module=module, out_dir=out,
+                                        secrets=(*sandbox.DEFAULT_SECRETS, hidden))
 
 
 def _executed(report: notebook_runner.NotebookReport) -> None:
