@@ -28,7 +28,7 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise ArchiveError(f"{info.filename!r} is a symbolic link")
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise ArchiveError(f"{info.filename!r} is not a regular file")
     path = PurePosixPath(name)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
