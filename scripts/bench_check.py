@@ -40,7 +40,8 @@ def main() -> None:
                         ("public + hidden", ["check", reference, "--all", "--only", unit,
                                              "--format", "json"]),
                         ("public + hidden + overfit", ["check", reference, "--all", "--only",
-                                                       "not submission_file", "--format",
+                                                       "not submission_file and not notebook",
+                                                       "--format",
                                                        "json"])]:
         times = [timed(args) for _ in range(repeat)]
         print(f"capgrade check ({label}): median {statistics.median(times):.2f} s, "
