@@ -135,6 +135,33 @@ def _run_notebook(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def _grade(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from grader.batch import GradeOptions, grade_all
+
+    options = GradeOptions(hidden=not args.public_only, slow=not args.no_slow,
+                           notebook=not args.no_notebook, timeout=args.timeout,
+                           device=args.device,
+                           hidden_expected=str(args.hidden_expected) if args.hidden_expected
+                           else None)
+    try:
+        summary = grade_all(args.submissions, args.out, workers=args.workers, options=options,
+                            regrade=tuple(args.regrade), dask=args.dask,
+                            progress=not args.quiet)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        print(f"capgrade grade: {exc}", file=sys.stderr)
+        return 2
+    console = Console()
+    console.print(f"{summary.rows} submissions: {summary.graded_now} graded now, "
+                  f"{summary.reused} identical to another (result reused), {summary.skipped} "
+                  f"unchanged since the last run, {summary.problems} with nothing to grade; "
+                  f"{summary.seconds:.1f} s")
+    console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
+    console.print(f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out / 'students'}")
+    return 0
+
+
 def _literal(text: str) -> object:
     """A Python literal when it parses as one (True, 3, 0.5, "x"), else the text itself."""
     import ast
@@ -222,6 +249,34 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not switch to grading mode (the notebook's own settings)")
     nb.add_argument("--no-html", action="store_true", help="skip the HTML export")
     nb.set_defaults(func=_run_notebook)
+
+    grade = sub.add_parser("grade", help="grade a folder of submissions: gradebook, feedback, "
+                           "plots; parallel and resumable")
+    grade.add_argument("submissions", type=Path,
+                       help="per-student folders, .zip files, or a Gradescope export")
+    grade.add_argument("-o", "--out", type=Path, default=Path("capgrade-out"),
+                       help="output folder, holding the results store (default: %(default)s)")
+    grade.add_argument("--workers", type=int, default=None,
+                       help="parallel gradings (default: the number of cores)")
+    grade.add_argument("--regrade", action="append", default=[], metavar="ID",
+                       help="grade this student again even if unchanged (repeatable; '*' = all)")
+    grade.add_argument("--dask", metavar="ADDRESS", default=None,
+                       help="run the gradings on this Dask scheduler (tcp://host:8786)")
+    grade.add_argument("--public-only", action="store_true", help="leave out hidden checks")
+    grade.add_argument("--no-slow", action="store_true",
+                       help="leave out the overfit and loss-file checks")
+    grade.add_argument("--no-notebook", action="store_true",
+                       help="do not execute the notebooks")
+    grade.add_argument("--timeout", type=float, default=None,
+                       help="seconds one call into student code may take")
+    grade.add_argument("--device", default="cpu")
+    grade.add_argument("--hidden-expected", type=Path, default=None)
+    grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    grade.set_defaults(func=_grade)
+
+    from grader import similarity
+
+    similarity.add_parser(sub)
 
     demo = sub.add_parser("demo", help="run the reference and the stub on the course's inputs")
     demo.add_argument("--reference", type=Path, default=REFERENCE)
