@@ -63,6 +63,9 @@ DEFAULT_SECRETS = project_secrets()
 SANDBOX_ID_VAR = "CAPGRADE_SANDBOX_ID"
 GIB = 1 << 30
 
+#: (id, home) of the sandboxes this process created: tests look for their leftovers.
+STARTED: list[tuple[str, Path]] = []
+
 #: The layers every sandbox has.
 BASE_LAYERS = ["separate process", "own session", "scrubbed environment",
                "fresh temp dir as cwd and HOME", "process group and stragglers killed at the end"]
@@ -155,32 +158,46 @@ def _readable_by_others(path: Path) -> bool:
 
 
 def _needed_paths() -> list[Path]:
-    """What the unprivileged user must read to run the worker: Python, the venv, torch, us."""
+    """All a sandbox may see outside the system folders: Python, the venv, torch, grader/."""
     import torch
 
     return [Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(),
-            Path(sys.prefix).resolve(), PACKAGE_ROOT, Path(torch.__file__).resolve().parent]
+            Path(sys.prefix).resolve(), PACKAGE_ROOT / "grader",
+            Path(torch.__file__).resolve().parent]
 
 
-def reveal_plan(needed: Iterable[Path]) -> dict[str, list[str]] | None:
-    """Closed directories on the way to ``needed`` -> the entries to re-expose in them.
+#: Top-level folders a sandbox keeps seeing (the operating system); /tmp becomes private.
+SYSTEM_DIRS = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc",
+               "sys", "var", "boot", "tmp"}
 
-    A directory others cannot enter (``/root`` holding a pyenv Python, say) is
-    covered, inside the mount namespace, by an open tmpfs into which only the
-    entries on the way are bound back. None when that cannot work (a second
-    closed directory further down).
+
+def _outermost(paths: Iterable[Path]) -> list[str]:
+    """The paths, without those inside another one of them."""
+    unique = sorted({Path(p).resolve() for p in paths})
+    return [str(p) for p in unique if not any(q in p.parents for q in unique)]
+
+
+def view_plan(keep: Iterable[Path]) -> tuple[list[str], list[str], list[str]]:
+    """How the mount namespace shows only the system, Python, the venv and grader/.
+
+    Returns (``--reveal`` specs: every other top-level folder covered by an empty
+    tmpfs with the ``keep`` paths inside it bound back; top-level files to blank;
+    the ``keep`` paths under /tmp, for the private /tmp).
     """
-    plan: dict[str, set[str]] = {}
-    for path in needed:
-        chain = [*reversed(path.parents), path]
-        closed = [i for i, d in enumerate(chain[:-1]) if not _traversable(d)]
-        if not closed:
+    keep = [Path(p).resolve() for p in keep]
+    reveals, files = [], []
+    for top in sorted(Path("/").iterdir()):
+        if top.name in SYSTEM_DIRS or top.is_symlink():
             continue
-        if len(closed) > 1 or closed[0] + 1 >= len(chain):
-            return None
-        blocked, entry = chain[closed[0]], chain[closed[0] + 1]
-        plan.setdefault(str(blocked), set()).add(str(entry))
-    return {k: sorted(v) for k, v in plan.items()}
+        if top.is_dir():
+            if top in keep:
+                continue
+            inside = _outermost(p for p in keep if top in p.parents)
+            reveals.append(":".join([str(top), *inside]))
+        elif top.is_file():
+            files.append(str(top))
+    tmp = Path("/tmp").resolve()
+    return reveals, files, _outermost(p for p in keep if tmp in p.parents)
 
 
 @functools.lru_cache(maxsize=1)
@@ -194,21 +211,12 @@ def unprivileged_ids() -> tuple[int, int, str] | None:
     except KeyError:
         return None
     needed = _needed_paths()
-    if not all(_readable_by_others(p) for p in needed):
-        if namespace_flags() is None or reveal_plan(needed) is None:
-            return None  # the unprivileged user could not even start Python
-    return entry.pw_uid, entry.pw_gid, name
-
-
-def _tmp_entries(paths: Iterable[Path]) -> list[str]:
-    """The entries of /tmp that a private /tmp must keep: those on the way to ``paths``."""
-    tmp = Path("/tmp").resolve()
-    keep = set()
-    for path in paths:
-        path = Path(path).resolve()
-        if tmp in path.parents:
-            keep.add(str(tmp / path.relative_to(tmp).parts[0]))
-    return sorted(keep)
+    if namespace_flags() is not None:
+        # Inside the namespaces the folders above these are open tmpfs: only they count.
+        usable = all(p.stat().st_mode & stat.S_IROTH for p in needed)
+    else:
+        usable = all(_readable_by_others(p) for p in needed)
+    return (entry.pw_uid, entry.pw_gid, name) if usable else None
 
 
 def _user_tasks() -> int:
@@ -234,6 +242,9 @@ class Sandbox:
     limits: Limits = field(default_factory=Limits)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     layers: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        STARTED.append((self.id, self.home))
 
     def environment(self, **extra: str) -> dict[str, str]:
         return scrubbed_environment(self.home, **{SANDBOX_ID_VAR: self.id, **extra})
@@ -263,15 +274,14 @@ class Sandbox:
             launch += [f"--uid={ids[0]}", f"--gid={ids[1]}"]
             launch += [f"--chown={p}" for p in (self.home, *chown)]
         if flags is not None:
-            launch += [f"--private-tmp={e}" for e in _tmp_entries([self.home, *chown,
-                                                                   *_needed_paths()])]
-            launch += [f"--hide={s}" for s in secrets]
-            if ids is not None:
-                for blocked, entries in (reveal_plan(_needed_paths()) or {}).items():
-                    launch += [f"--reveal={blocked}:{':'.join(entries)}"]
+            reveals, files, tmp_keep = view_plan([self.home, *chown, *_needed_paths()])
+            launch += [f"--reveal={r}" for r in reveals]
+            launch += ["--private-tmp", *(f"--keep-tmp={e}" for e in tmp_keep)]
+            launch += [f"--hide={s}" for s in [*files, *secrets]]
             self.layers += ["private /tmp, /var/tmp and /dev/shm",
                             "network namespace (no interface up)",
-                            "mount namespace (secrets covered by an empty tmpfs)",
+                            "mount namespace (only the system, Python, the venv and grader/ "
+                            "visible; secrets covered)",
                             "PID namespace (host processes invisible; all die with it)"]
             launch = ["unshare", *flags, *launch]
         else:

@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hide", action="append", default=[], help="a secret path")
     parser.add_argument("--reveal", action="append", default=[], metavar="DIR:ENTRY[:ENTRY]")
-    parser.add_argument("--private-tmp", action="append", default=[], metavar="ENTRY",
-                        help="cover /tmp, /var/tmp and /dev/shm with fresh tmpfs, keeping only "
-                             "these entries of /tmp (the sandbox's own folders)")
+    parser.add_argument("--private-tmp", action="store_true",
+                        help="cover /tmp, /var/tmp and /dev/shm with fresh tmpfs")
+    parser.add_argument("--keep-tmp", action="append", default=[], metavar="PATH",
+                        help="a path under /tmp bound back into the private /tmp")
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--chown", action="append", default=[],
                         help="a path the unprivileged user must own (its temp dir)")
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             for shared in ("/var/tmp", "/dev/shm"):
                 if os.path.isdir(shared):
                     _mount("-t", "tmpfs", "-o", "mode=1777", "capgrade-tmp", shared)
-            reveal("/tmp", args.private_tmp, mode="1777")
+            reveal("/tmp", args.keep_tmp, mode="1777")
         for path in args.hide:
             if os.path.exists(path):
                 hide(path)

@@ -151,6 +151,8 @@ CASES = [
             "        dirs[:] = [d for d in dirs if d not in ('site-packages', '.venv')]\n"
             "        for f in files:\n"
             "            p = os.path.join(folder, f)\n"
+            "            if os.path.realpath(p) == os.path.realpath(__file__):\n"
+            "                continue  # its own copy\n"
             "            if f == 'hidden.pt' or f.endswith('captioning.py'):\n"
             "                try:\n"
             "                    text = open(p, 'rb').read()\n"

@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 import socket
-import tempfile
 import time
 import uuid
 import zipfile
@@ -33,27 +32,31 @@ ROOT = Path(__file__).resolve().parent.parent
 BOUND = 120.0  # seconds any one case may take, start to finish
 
 
-def sandbox_pids() -> list[int]:
-    """Processes still carrying a sandbox id (everything a sandbox ever started does)."""
+def sandbox_pids(ids: list[str]) -> list[int]:
+    """Processes still carrying one of these sandbox ids (all a sandbox starts carries it)."""
+    markers = {f"{sandbox.SANDBOX_ID_VAR}={i}".encode() for i in ids}
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/environ", "rb") as f:
-                    if sandbox.SANDBOX_ID_VAR.encode() + b"=" in f.read():
+                    if markers & set(f.read().split(b"\0")):
                         pids.append(int(entry))
             except OSError:
                 pass
     return pids
 
 
-def temp_dirs() -> set[str]:
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("capgrade-")}
+def leftover_dirs(since: int) -> list[Path]:
+    """The temp dirs of the sandboxes created after ``since`` that still exist."""
+    return [home.parent for _, home in sandbox.STARTED[since:] if home.parent.exists()]
 
 
-def wait_for_no_sandbox(seconds: float = 10.0) -> list[int]:
+def wait_for_no_sandbox(since: int, seconds: float = 10.0) -> list[int]:
+    """Wait until no process of the sandboxes created after ``since`` is left."""
+    ids = [i for i, _ in sandbox.STARTED[since:]]
     deadline = time.monotonic() + seconds
-    while (left := sandbox_pids()) and time.monotonic() < deadline:
+    while (left := sandbox_pids(ids)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 
@@ -110,7 +113,7 @@ def test_hostile_submission_is_contained(case: Hostile, tmp_path, base_verdicts,
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     grader_files = {p: _sha(p) for p in (ROOT / "grader").glob("*.py")}
-    before = temp_dirs()
+    started = len(sandbox.STARTED)
     path = case.write(tmp_path, port=str(listener.getsockname()[1]),
                       secret_dir=str(REFERENCE.parent), out_dir=str(out_dir),
                       marker_name=marker_name)
@@ -121,8 +124,8 @@ def test_hostile_submission_is_contained(case: Hostile, tmp_path, base_verdicts,
 
     # Bounded time, nothing left behind.
     assert elapsed < BOUND, f"{case.name} took {elapsed:.0f} s"
-    assert wait_for_no_sandbox() == [], f"{case.name} left processes behind"
-    assert temp_dirs() <= before, f"{case.name} left temp dirs behind"
+    assert wait_for_no_sandbox(started) == [], f"{case.name} left processes behind"
+    assert leftover_dirs(started) == [], f"{case.name} left temp dirs behind"
     assert {p: _sha(p) for p in grader_files} == grader_files, "grader files changed"
 
     # The honest verdicts are the base's; the attacked check is what the case says.
@@ -331,6 +334,7 @@ def degraded(monkeypatch):
 def test_without_namespaces_the_verdicts_are_the_same(name, tmp_path, base_verdicts, listener,
                                                       degraded):
     case = BY_NAME[name]
+    started = len(sandbox.STARTED)
     path = case.write(tmp_path, port=str(listener.getsockname()[1]))
     result = run_checks(path, only=ONLY, timeout=case.timeout)
     checks = {c.id: c for c in result.checks}
@@ -339,7 +343,7 @@ def test_without_namespaces_the_verdicts_are_the_same(name, tmp_path, base_verdi
     assert checks[ATTACKED].status == (case.attacked_status or base_verdicts[case.base][ATTACKED])
     text = " | ".join(result.isolation)
     assert "no namespaces on this host" in text and "namespace (" not in text
-    assert wait_for_no_sandbox() == []
+    assert wait_for_no_sandbox(started) == []
     if name == "network_connection":
         assert not _accepted(listener)
         assert "PermissionError" in checks[ATTACKED].output  # the audit hook said no
