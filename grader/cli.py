@@ -35,13 +35,43 @@ def _build_stub(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from grader.demo import run_demo
-
     for path in (args.reference, args.stub):
         if not path.is_file():
             print(f"capgrade demo: not found: {path} (run from the project root)", file=sys.stderr)
             return 2
-    return run_demo(args.reference, args.stub)
+    if args.tour:
+        from grader.demo import run_demo
+
+        return run_demo(args.reference, args.stub)
+    import csv
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from grader.batch import GradeOptions, grade_all
+    from grader.examples import write_examples
+
+    console = Console()
+    described = write_examples(args.reference, args.stub, args.out / "submissions")
+    console.print(f"grading the example class ({len(described)} submissions in "
+                  f"{args.out / 'submissions'}): public + hidden checks")
+    summary = grade_all(args.out / "submissions", args.out, workers=args.workers,
+                        options=GradeOptions(slow=False, notebook=False))
+    with open(args.out / "gradebook.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = Table(title="gradebook", title_justify="left")
+    for name in ("student", "what it is", "status", "score", "message"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        score = f"{float(row['score']):g} / {float(row['max_score']):g}" \
+            if row["status"] == "graded" else "-"
+        table.add_row(row["student"], described.get(row["student"], ""), row["status"], score,
+                      Text(row["message"][:90]))
+    console.print(table)
+    console.print(f"{summary.seconds:.0f} s. Gradebook {args.out / 'gradebook.csv'}, feedback "
+                  f"{args.out / 'students'}, plots and summary.json in {args.out}")
+    return 0
 
 
 def _default_submission() -> Path:
@@ -278,9 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     similarity.add_parser(sub)
 
-    demo = sub.add_parser("demo", help="run the reference and the stub on the course's inputs")
+    demo = sub.add_parser("demo", help="grade the bundled example class and print the gradebook")
     demo.add_argument("--reference", type=Path, default=REFERENCE)
     demo.add_argument("--stub", type=Path, default=STUB)
+    demo.add_argument("-o", "--out", type=Path, default=Path("demo-out"),
+                      help="where the examples and the reports go (default: %(default)s)")
+    demo.add_argument("--workers", type=int, default=None,
+                      help="parallel gradings (default: the number of cores)")
+    demo.add_argument("--tour", action="store_true",
+                      help="instead: the reference and the stub on the course's inputs")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -1,0 +1,103 @@
+"""Throughput, per-submission overhead and peak memory of `capgrade grade` (a benchmark).
+
+Grades 20 distinct copies of the reference (public + hidden checks) with 1
+and with 2 workers, by the real command line in a subprocess, and samples the
+resident memory of the pool processes and of the sandboxed check workers
+every 0.2 s. The overhead is measured as the time to grade 20 copies of the
+stub: its functions raise at once, so all that is left is the grader's own
+cost (pytest start-up, the sandboxed worker's start with its torch import,
+messages, the store and the reports).
+
+    .venv/bin/python scripts/bench_batch.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COUNT = 20
+
+
+def make_class(folder: Path, source: Path) -> Path:
+    for i in range(COUNT):
+        (folder / f"s{i:02d}").mkdir(parents=True)
+        text = source.read_text() + f"\n# submission {i}\n"  # distinct: no reuse of results
+        (folder / f"s{i:02d}" / "rnn_lstm_captioning.py").write_text(text)
+    return folder
+
+
+def _rss_kib(pid: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS of pool processes and of sandboxed check workers, sampled from /proc."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.pool_peak = self.worker_peak = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"multiprocessing.spawn" in cmd:
+                    self.pool_peak = max(self.pool_peak, _rss_kib(pid))
+                elif b"grader.worker" in cmd and b"sandbox_launch" not in cmd:
+                    self.worker_peak = max(self.worker_peak, _rss_kib(pid))
+            time.sleep(0.2)
+
+
+def grade(submissions: Path, out: Path, workers: int) -> tuple[float, MemorySampler]:
+    sampler = MemorySampler()
+    sampler.start()
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(submissions), "-o",
+                           str(out), "--workers", str(workers), "--no-slow", "--no-notebook",
+                           "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
+    if done.returncode != 0:
+        sys.exit(f"capgrade grade failed:\n{done.stdout}{done.stderr}")
+    return elapsed, sampler
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="capgrade-bench-"))
+    try:
+        reference = make_class(work / "reference", ROOT / "reference" / "rnn_lstm_captioning.py")
+        stub = make_class(work / "stub", ROOT / "student" / "rnn_lstm_captioning.py")
+        for workers in (1, 2):
+            elapsed, mem = grade(reference, work / f"out-ref-{workers}", workers)
+            print(f"{COUNT} reference submissions, {workers} worker(s): {elapsed:.1f} s, "
+                  f"{COUNT / elapsed * 60:.1f} per minute; peak RSS: pool process "
+                  f"{mem.pool_peak / 1024:.0f} MiB, sandboxed check worker "
+                  f"{mem.worker_peak / 1024:.0f} MiB")
+        elapsed, _ = grade(stub, work / "out-stub-1", 1)
+        print(f"{COUNT} stub submissions (no student compute), 1 worker: {elapsed:.1f} s, "
+              f"overhead {elapsed / COUNT:.2f} s per submission")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
