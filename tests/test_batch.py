@@ -219,3 +219,17 @@ def test_options_leave_out_what_was_switched_off():
     assert GradeOptions(slow=False).only() == "not overfit and not submission_file"
     assert GradeOptions(slow=False, notebook=False).only() == \
         "not overfit and not submission_file and not notebook"
+
+
+def test_the_demo_class_is_built_from_the_reference(tmp_path):
+    from grader.examples import BUGS, write_examples
+
+    described = write_examples(REFERENCE, STUB, tmp_path / "class")
+    names = sorted(p.stem for p in (tmp_path / "class").iterdir())
+    assert names == sorted(described) and len(names) == 9
+    reference = REFERENCE.read_text()
+    for student, (_, old, new) in BUGS.items():
+        text = (tmp_path / "class" / student / "rnn_lstm_captioning.py").read_text()
+        assert text == reference.replace(old, new) and text != reference
+    assert (tmp_path / "class" / "bob_stub" / "rnn_lstm_captioning.py").read_text() == \
+        STUB.read_text()
