@@ -34,6 +34,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -301,7 +302,23 @@ class Sandbox:
         return [*launch, "--", *argv]
 
     def kill(self, pid: int | None) -> None:
-        """Kill the process group of ``pid`` and any process that still carries our id."""
+        """Kill the sandbox led by ``pid``, and wait until its processes are gone.
+
+        The PID namespace's init (``pid``'s child) is killed first: the kernel
+        then kills and reaps everything in the namespace before that init
+        counts as dead, so nothing is left holding the sandbox user's process
+        quota when the next sandbox starts. Then the process group, then any
+        process that still carries this sandbox's id.
+        """
+        if pid is None:
+            return
+        inits = _children(pid)
+        for child in inits:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _wait_dead(inits, seconds=10.0)
         kill_group(pid)
         marker = f"{SANDBOX_ID_VAR}={self.id}".encode()
         for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
@@ -338,6 +355,28 @@ def apply_limits(pairs: Iterable[str]) -> None:
         if hard != resource.RLIM_INFINITY:
             new_hard = min(new_hard, hard)
         resource.setrlimit(which, (soft, new_hard))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _wait_dead(pids: list[int], seconds: float) -> None:
+    """Until each of ``pids`` is a zombie or gone (a dead init's namespace is empty)."""
+    deadline = time.monotonic() + seconds
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.02)
 
 
 def kill_group(pid: int | None) -> None:
