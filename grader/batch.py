@@ -84,14 +84,13 @@ def grade_entry(entry: dict[str, Any], options: dict[str, Any], out_dir: str) ->
 
     opts = GradeOptions(**options)
     start = time.monotonic()
-    notebook = entry.get("notebook") or str(Path(entry["module"]).parent / "missing.ipynb")
     try:
         result = run_checks(
             Path(entry["module"]), include_hidden=opts.hidden, only=opts.only(),
             device=opts.device, timeout=opts.timeout, hidden_expected=hidden_path(opts),
             include_slow=opts.slow or opts.notebook,
             loss_file=Path(entry["loss_file"]) if entry.get("loss_file") else None,
-            notebook=Path(notebook),
+            notebook=Path(entry["notebook"]) if entry.get("notebook") else None,
             notebook_out=Path(out_dir) / "students" / entry["student"] / "notebook")
     except Exception as exc:  # the grader itself broke on this one: say so, go on
         return {"status": "could-not-grade", "message": f"{type(exc).__name__}: {exc}"[:500],

@@ -18,9 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(args: list[str]) -> float:
+def timed(args: list[str], cwd: Path = ROOT) -> float:
+    """Wall time of ``capgrade ARGS`` run in ``cwd``; exits with its output if it fails."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "grader.cli", *args], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "grader.cli", *args], cwd=cwd,
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:

@@ -13,24 +13,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def timed(args: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "grader.cli", *args], cwd=cwd,
-                          capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"capgrade {' '.join(args)} failed ({done.returncode}):\n{done.stdout}"
-                 f"{done.stderr}")
-    return elapsed
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_check import timed  # noqa: E402 - a sibling script, not a package
 
 
 def main() -> None:
