@@ -80,10 +80,12 @@ def grading_key(options: GradeOptions) -> str:
 
 def grade_entry(entry: dict[str, Any], options: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Grade one submission; plain data in and out, so a pool or a Dask worker can run it."""
+    from grader import harness
     from grader.engine import run_checks
 
     opts = GradeOptions(**options)
     start = time.monotonic()
+    harness.keep_warm(True)  # a Dask worker too: the next submission's worker warms up now
     try:
         result = run_checks(
             Path(entry["module"]), include_hidden=opts.hidden, only=opts.only(),
@@ -107,11 +109,26 @@ def _problem_status(problem: str) -> str:
     return "missing-files" if problem.startswith("missing files") else "could-not-grade"
 
 
+def warm_up(options: dict[str, Any]) -> None:
+    """Ready a grading process: the check engine loaded and a sandboxed worker warming up.
+
+    Each pool process keeps one worker started ahead (``harness.keep_warm``), so
+    a submission waits only for its own import, not for Python and torch.
+    """
+    from grader import engine, harness  # noqa: F401 - loads pytest and the checks' imports
+
+    opts = GradeOptions(**options)
+    harness.keep_warm(True)
+    harness.prepare_warm(opts.device.startswith("cuda"), harness.grading_secrets(
+        hidden_path(opts)))
+
+
 class _LocalPool:
     """Processes started fresh (spawn): nothing of the coordinator's state leaks in."""
 
-    def __init__(self, workers: int):
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    def __init__(self, workers: int, options: dict[str, Any]):
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                        initializer=warm_up, initargs=(options,))
 
     def submit(self, *args: Any) -> Future:
         return self.pool.submit(grade_entry, *args)
@@ -212,7 +229,8 @@ def _run(todo: list[Entry], options: GradeOptions, out: Path, store: Store, run_
          ) -> None:
     if not todo:
         return
-    pool = _DaskPool(dask) if dask is not None else _LocalPool(workers or os.cpu_count() or 1)
+    pool = _DaskPool(dask) if dask is not None else \
+        _LocalPool(workers or os.cpu_count() or 1, asdict(options))
     bar = _Progress(len(todo)) if progress else None
     try:
         futures = {pool.submit(e.as_dict(), asdict(options), str(out)): e for e in todo}

@@ -48,6 +48,8 @@ def pytest_args(submission: Path, include_hidden: bool = False, only: str | None
             "--submission", str(submission), "--device", device,
             "--visibility", "all" if include_hidden or record else "public",
             "--capture=no", "-q" if verbose else "-qq"]
+    if not verbose:  # results come from the plugin: pytest's tracebacks would go unread
+        args.append("--tb=no")
     if only:
         args += ["-k", only]
     if timeout:

@@ -9,6 +9,7 @@ worker, so the remaining checks still run.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -55,53 +56,36 @@ class Submission:
         self.cuda = device.startswith("cuda")
         self.secrets = tuple(secrets)
         self.sandbox: sandbox.Sandbox | None = None
+        self._worker: _Worker | None = None
         self._stderr = None
         self.proc: subprocess.Popen | None = None
         self.import_outcome: Outcome | None = None
         self.restarts = 0
         self.isolation: list[str] = []
-        self._tmp: tempfile.TemporaryDirectory | None = None
         self._output: list[str] = []
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> Outcome:
-        """Start a worker and import the submission in it; returns the import outcome."""
+        """Start a worker (or take the warm one) and import the submission in it."""
         self.close()
-        self._tmp = tempfile.TemporaryDirectory(prefix="capgrade-worker-")
-        os.chmod(self._tmp.name, 0o711)  # an unprivileged worker must reach its home inside
-        home = Path(self._tmp.name) / "home"
-        home.mkdir()
+        worker = _take_warm(self.cuda, self.secrets) or _Worker.launch(self.cuda, self.secrets)
+        if _KEEP_WARM:
+            _start_warm(self.cuda, self.secrets)  # warms up while this one is graded
+        self._worker = worker
+        self.sandbox, self.proc, self._stderr = worker.sandbox, worker.proc, worker.stderr
+        self._requests, self._replies = worker.requests, worker.replies
+        self.isolation = list(worker.sandbox.layers)
         # The worker imports its own copy: the original's folder may be closed to it.
-        module = home / self.path.name
+        module = worker.home / self.path.name
         shutil.copyfile(self.path, module)
-        self.sandbox = sandbox.Sandbox(home, secrets=self.secrets, cuda=self.cuda)
-        command = self.sandbox.command(
-            [sys.executable, "-m", "grader.worker", str(module),
-             "--request-fd", "{request}", "--reply-fd", "{reply}"])
-        req_read, req_write = os.pipe()
-        rep_read, rep_write = os.pipe()
-        command = [a.format(request=req_read, reply=rep_write) if a.startswith("{") else a
-                   for a in command]
-        self._stderr = open(Path(self._tmp.name) / "stderr.log", "w+b")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            command,
-            pass_fds=(req_read, rep_write),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,  # student output is captured inside the worker
-            cwd=home,
-            env=self.sandbox.environment(),
-            start_new_session=True,
-        )
-        os.close(req_read)
-        os.close(rep_write)
-        self.isolation = list(self.sandbox.layers)
-        self._requests = Connection(req_write, readable=False)
-        self._replies = Connection(rep_read, writable=False)
+        if worker.owner is not None:
+            os.chown(module, *worker.owner)
         try:
+            self._requests.send_bytes(protocol.encode({"op": "import", "path": str(module)}))
             self.import_outcome = self._receive(IMPORT_TIMEOUT, "importing the submission")
-        except WorkerFailure as exc:
+        except (WorkerFailure, OSError) as exc:
+            self.close()
             self.import_outcome = Outcome(False, error={"type": "WorkerFailure",
                                                         "message": str(exc), "frames": []})
         if not self.import_outcome.ok:
@@ -109,21 +93,11 @@ class Submission:
         return self.import_outcome
 
     def close(self) -> None:
-        """Kill the worker's whole process group and remove its temp dir."""
-        if self.proc is not None:
-            for conn in (getattr(self, "_requests", None), getattr(self, "_replies", None)):
-                if conn is not None:
-                    conn.close()
-            assert self.sandbox is not None
-            self.sandbox.kill(self.proc.pid)
-            self.proc.wait()
-            self.proc = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        """Kill the worker's whole sandbox and remove its temp dir."""
+        if self._worker is not None:
+            self._worker.close()
+        self._worker = None
+        self.proc = self._stderr = None
 
     def __enter__(self) -> Submission:
         return self
@@ -205,3 +179,115 @@ class Submission:
         self._ensure_started()
         self._requests.send_bytes(protocol.encode({"op": "usage"}))
         return self._receive(self.timeout, "reporting API usage").value or []
+
+
+# -- the workers: started cold, or one kept warm ------------------------------------------
+
+
+class _Worker:
+    """One sandboxed ``grader.worker`` process, started and waiting for its import request."""
+
+    def __init__(self, cuda: bool, secrets: tuple[Path, ...]):
+        self.key = (cuda, secrets)
+        self.tmp = tempfile.TemporaryDirectory(prefix="capgrade-worker-")
+        os.chmod(self.tmp.name, 0o711)  # an unprivileged worker must reach its home inside
+        self.home = Path(self.tmp.name) / "home"
+        self.home.mkdir()
+        self.sandbox = sandbox.Sandbox(self.home, secrets=secrets, cuda=cuda)
+        ids = sandbox.unprivileged_ids()
+        self.owner = (ids[0], ids[1]) if ids is not None else None
+        self.stderr = open(Path(self.tmp.name) / "stderr.log", "w+b")  # noqa: SIM115
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def launch(cls, cuda: bool, secrets: tuple[Path, ...]) -> _Worker:
+        worker = cls(cuda, secrets)
+        command = worker.sandbox.command(
+            [sys.executable, "-m", "grader.worker", "--request-fd", "{request}",
+             "--reply-fd", "{reply}"])
+        req_read, req_write = os.pipe()
+        rep_read, rep_write = os.pipe()
+        command = [a.format(request=req_read, reply=rep_write) if a.startswith("{") else a
+                   for a in command]
+        worker.proc = subprocess.Popen(
+            command,
+            pass_fds=(req_read, rep_write),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=worker.stderr,  # student output is captured inside the worker
+            cwd=worker.home,
+            env=worker.sandbox.environment(),
+            start_new_session=True,
+        )
+        os.close(req_read)
+        os.close(rep_write)
+        worker.requests = Connection(req_write, readable=False)
+        worker.replies = Connection(rep_read, writable=False)
+        return worker
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.requests.close()
+            self.replies.close()
+            self.sandbox.kill(self.proc.pid)
+            self.proc.wait()
+            self.proc = None
+        self.stderr.close()
+        self.tmp.cleanup()
+
+
+_KEEP_WARM = False
+_WARM: _Worker | None = None
+
+
+def grading_secrets(hidden_expected: str | Path) -> tuple[Path, ...]:
+    """What a grading worker must not see: the checkout's secrets and the hidden values."""
+    return (*sandbox.DEFAULT_SECRETS, Path(hidden_expected).resolve())
+
+
+def keep_warm(enabled: bool = True) -> None:
+    """Keep one worker started ahead (torch imported, no submission yet) in this process.
+
+    For batch grading: a submission then starts in the time an import takes,
+    while the next worker warms up beside it. Each worker still serves one
+    submission in its own fresh sandbox. Off by default: a single check run
+    would only waste the spare.
+    """
+    global _KEEP_WARM
+    _KEEP_WARM = enabled
+    if not enabled:
+        discard_warm()
+
+
+def discard_warm() -> None:
+    """Stop the warm worker, if any (also at exit)."""
+    global _WARM
+    if _WARM is not None:
+        _WARM.close()
+        _WARM = None
+
+
+def _take_warm(cuda: bool, secrets: tuple[Path, ...]) -> _Worker | None:
+    global _WARM
+    worker, _WARM = _WARM, None
+    if worker is not None and (worker.key != (cuda, tuple(secrets)) or not worker.alive()):
+        worker.close()
+        worker = None
+    return worker
+
+
+def prepare_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
+    """Start the warm worker now, for submissions graded with these settings."""
+    _start_warm(cuda, secrets)
+
+
+def _start_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
+    global _WARM
+    discard_warm()
+    _WARM = _Worker.launch(cuda, tuple(secrets))
+
+
+atexit.register(discard_warm)

@@ -119,12 +119,11 @@ def submission(request: pytest.FixtureRequest):
     path = request.config.getoption("submission")
     if not path:
         raise pytest.UsageError("pass --submission PATH (the file to grade)")
-    from grader.sandbox import DEFAULT_SECRETS
+    from grader.harness import grading_secrets
 
-    hidden = Path(request.config.getoption("hidden_expected")).resolve()
     sub = Submission(path, timeout=request.config.getoption("check_timeout") or 15.0,
                      device=request.config.getoption("device"),
-                     secrets=(*DEFAULT_SECRETS, hidden))
+                     secrets=grading_secrets(request.config.getoption("hidden_expected")))
     request.config._capgrade_submission = sub
     yield sub
     sub.close()

@@ -1,7 +1,10 @@
 """The worker: the only process that imports and runs student code.
 
 Started by the harness (``python -m grader.worker``, inside ``grader.sandbox``)
-with two pipe file descriptors. It imports the submission, swaps in the
+with two pipe file descriptors. It imports torch and the grader's modules,
+then waits for its first request, ``{"op": "import", "path": FILE}``: so a
+worker can be started ahead of time (batch grading keeps one warm) and the
+submission handed to it later. It imports the submission, swaps in the
 grader's ImageEncoder, then answers requests ``{"op": "call", "probe": NAME,
 "params": {...}}`` by running ``grader.probes.NAME(module, **params)`` and
 replying with plain data (see ``grader.protocol``). It never judges anything:
@@ -98,13 +101,19 @@ def import_submission(path: str) -> ModuleType:
     return module
 
 
-def serve(path: str, requests: Connection, replies: Connection) -> None:
+def serve(requests: Connection, replies: Connection) -> None:
     import torch
 
     from grader import probes, protocol
     from grader.forbidden import ForbiddenMonitor
 
-    student_file = os.path.abspath(path)
+    try:
+        first = protocol.decode(requests.recv_bytes())
+    except EOFError:
+        return  # a warm worker nobody needed
+    if first.get("op") != "import" or not isinstance(first.get("path"), str):
+        raise SystemExit(f"capgrade worker: the first request must be an import, not {first!r}")
+    student_file = os.path.abspath(first["path"])
     # One thread by default: workers run side by side in batch grading, and OpenMP
     # spin-waiting under contention slows small ops by orders of magnitude.
     torch.set_num_threads(int(os.environ.get("CAPGRADE_WORKER_THREADS", "1")))
@@ -199,6 +208,10 @@ def broker(requests: Connection, replies: Connection, to_student: Connection,
     """
     from grader import protocol
 
+    try:  # the import request: every later request follows a reply
+        to_student.send_bytes(requests.recv_bytes())
+    except (EOFError, OSError):
+        return False
     while True:
         try:
             data = from_student.recv_bytes()
@@ -223,13 +236,13 @@ def broker(requests: Connection, replies: Connection, to_student: Connection,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("submission")
     parser.add_argument("--request-fd", type=int, required=True)
     parser.add_argument("--reply-fd", type=int, required=True)
     args = parser.parse_args()
     import torch  # noqa: F401 - imported once, before the fork, and shared
 
-    from grader import forbidden, probes, protocol  # noqa: F401
+    # Everything importing a submission needs, so a warm worker has it all loaded.
+    from grader import encoder, forbidden, probes, protocol, stubgen  # noqa: F401
 
     down_read, down_write = os.pipe()
     up_read, up_write = os.pipe()
@@ -238,7 +251,7 @@ def main() -> None:
         for fd in (args.request_fd, args.reply_fd, down_write, up_read):
             os.close(fd)
         install_guards()
-        serve(args.submission, Connection(down_read, writable=False),
+        serve(Connection(down_read, writable=False),
               Connection(up_write, readable=False))
     else:
         for fd in (down_read, up_write):

@@ -3,10 +3,14 @@
 Grades 20 distinct copies of the reference (public + hidden checks) with 1
 and with 2 workers, by the real command line in a subprocess, and samples the
 resident memory of the pool processes and of the sandboxed check workers
-every 0.2 s. The overhead is measured as the time to grade 20 copies of the
-stub: its functions raise at once, so all that is left is the grader's own
-cost (pytest start-up, the sandboxed worker's start with its torch import,
-messages, the store and the reports).
+every 0.2 s. The overhead is measured on the stub, whose functions raise at
+once, so all that is left is the grader's own cost:
+
+- per submission in a grading process, cold (a worker started for it: Python,
+  torch, sandbox) and warm (``harness.keep_warm``: the worker was started
+  while the previous submission was graded): pytest, the import, messages;
+- the whole `capgrade grade` of 20 stub copies with 1 worker, where nothing
+  hides the warm-up (the next worker's start) behind student compute.
 
     .venv/bin/python scripts/bench_batch.py
 """
@@ -81,6 +85,28 @@ def grade(submissions: Path, out: Path, workers: int) -> tuple[float, MemorySamp
     return elapsed, sampler
 
 
+def overhead_in_process(stub: Path, repeat: int = 8) -> tuple[float, float]:
+    """Mean seconds to grade the stub (public + hidden) with a cold and with a warm worker."""
+    from grader import harness
+    from grader.batch import GradeOptions, hidden_path
+    from grader.engine import run_checks
+
+    only = GradeOptions(slow=False, notebook=False).only()
+    run_checks(stub, include_hidden=True, only=only)  # imports, caches: not measured
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for warm in (False, True):
+        harness.keep_warm(warm)
+        if warm:
+            harness.prepare_warm(False, harness.grading_secrets(hidden_path(GradeOptions())))
+        for _ in range(repeat):
+            time.sleep(6.0 if warm else 0.5)  # the warm worker's start, not measured
+            start = time.perf_counter()
+            run_checks(stub, include_hidden=True, only=only)
+            times[warm].append(time.perf_counter() - start)
+    harness.keep_warm(False)
+    return sum(times[False]) / repeat, sum(times[True]) / repeat
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="capgrade-bench-"))
     try:
@@ -92,6 +118,9 @@ def main() -> None:
                   f"{COUNT / elapsed * 60:.1f} per minute; peak RSS: pool process "
                   f"{mem.pool_peak / 1024:.0f} MiB, sandboxed check worker "
                   f"{mem.worker_peak / 1024:.0f} MiB")
+        cold, warm = overhead_in_process(stub / "s00" / "rnn_lstm_captioning.py")
+        print(f"stub in a grading process: cold worker {cold:.2f} s, warm worker {warm:.2f} s "
+              "per submission")
         elapsed, _ = grade(stub, work / "out-stub-1", 1)
         print(f"{COUNT} stub submissions (no student compute), 1 worker: {elapsed:.1f} s, "
               f"overhead {elapsed / COUNT:.2f} s per submission")

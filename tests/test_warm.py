@@ -1,0 +1,127 @@
+"""Warm workers (batch grading): same verdicts as cold ones, one fresh sandbox per submission."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from grader import harness, sandbox
+from grader.batch import GradeOptions, grade_all
+from grader.engine import run_checks
+from tests.conftest import REFERENCE
+from tests.test_hostile import leftover_dirs, wait_for_no_sandbox
+from tests.variants import by_name, write_variant
+
+ONLY = "rnn_step or rnn_forward"
+
+# At import: leave a file in HOME and a mark in the interpreter, for the next one to find.
+LEAVES_TRACES = """
+import builtins as _b, pathlib as _p
+_b._capgrade_left_here = True
+_p.Path("left_here.txt").write_text("from the previous submission")
+"""
+
+# At import: fail if anything of a previous submission is visible; name the sandbox.
+LOOKS_FOR_TRACES = """
+import builtins as _b, os as _os, pathlib as _p
+if hasattr(_b, "_capgrade_left_here") or _p.Path("left_here.txt").exists():
+    raise RuntimeError("a previous submission's traces are visible")
+_real_step = rnn_step_forward
+def rnn_step_forward(*args, **kwargs):
+    print("sandbox", _os.environ.get("CAPGRADE_SANDBOX_ID"))
+    return _real_step(*args, **kwargs)
+"""
+
+
+def _statuses(result) -> dict[str, str]:
+    return {c.id: c.status for c in result.checks}
+
+
+@pytest.fixture
+def warm():
+    harness.keep_warm(True)
+    yield
+    harness.keep_warm(False)
+
+
+def test_a_warm_worker_gives_the_cold_verdicts(tmp_path):
+    write_variant(by_name()["rnn_step_no_tanh"], tmp_path)
+    buggy = tmp_path / "rnn_lstm_captioning.py"
+    mixed = "rnn_step_forward or word_embedding"  # the bug fails some of these, not all
+    cold = run_checks(buggy, include_hidden=True, only=mixed)
+    harness.keep_warm(True)
+    try:
+        harness.prepare_warm(False, harness.grading_secrets(harness_hidden()))
+        warm = run_checks(buggy, include_hidden=True, only=mixed)
+    finally:
+        harness.keep_warm(False)
+    assert _statuses(cold) == _statuses(warm)
+    assert "failed" in _statuses(cold).values() and "passed" in _statuses(cold).values()
+    assert cold.isolation == warm.isolation
+
+
+def harness_hidden() -> Path:
+    from grader.batch import hidden_path
+
+    return hidden_path(GradeOptions())
+
+
+def test_each_submission_gets_the_warm_worker_in_a_fresh_sandbox(tmp_path, warm):
+    started = len(sandbox.STARTED)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "rnn_lstm_captioning.py").write_text(REFERENCE.read_text() + LEAVES_TRACES)
+    (second / "rnn_lstm_captioning.py").write_text(REFERENCE.read_text() + LOOKS_FOR_TRACES)
+    one = run_checks(first / "rnn_lstm_captioning.py", include_hidden=True, only=ONLY)
+    assert one.status == "graded" and all(s == "passed" for s in _statuses(one).values())
+    spare = harness._WARM
+    assert spare is not None and spare.alive()  # started while the first one was graded
+    two = run_checks(second / "rnn_lstm_captioning.py", include_hidden=True, only=ONLY)
+    assert two.status == "graded", two.message  # no trace of the first submission
+    assert all(s == "passed" for s in _statuses(two).values())
+    step = next(c for c in two.checks if c.id == "rnn_step_forward_public")
+    assert f"sandbox {spare.sandbox.id}" in step.output  # it ran in the warm worker
+    assert harness._WARM is not None and harness._WARM is not spare
+    harness.discard_warm()
+    assert wait_for_no_sandbox(started) == []
+    assert leftover_dirs(started) == []
+
+
+def test_a_dead_warm_worker_is_replaced(tmp_path, warm):
+    harness.prepare_warm(False, harness.grading_secrets(harness_hidden()))
+    spare = harness._WARM
+    assert spare is not None
+    sandbox.kill_group(spare.proc.pid)
+    spare.proc.wait()
+    result = run_checks(REFERENCE, include_hidden=True, only="rnn_step_forward_public")
+    assert [c.status for c in result.checks] == ["passed"]
+
+
+def _sandboxed_pids() -> list[int]:
+    """Any process at all carrying a sandbox id."""
+    marker = f"{sandbox.SANDBOX_ID_VAR}=".encode()
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if any(v.startswith(marker) for v in f.read().split(b"\0")):
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_batch_leaves_no_warm_worker_behind(tmp_path):
+    subs = tmp_path / "subs"
+    for name in ("a", "b", "c"):
+        (subs / name).mkdir(parents=True)
+        (subs / name / "rnn_lstm_captioning.py").write_text(
+            REFERENCE.read_text() + f"\n# {name}\n")
+    before = set(_sandboxed_pids())
+    summary = grade_all(subs, tmp_path / "out", workers=1, progress=False,
+                        options=GradeOptions(slow=False, notebook=False))
+    assert summary.statuses == {"graded": 3}
+    assert set(_sandboxed_pids()) - before == set()
