@@ -74,6 +74,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    from grader.release import ReleaseError, build_release
+
+    try:
+        files = build_release(args.out, force=args.force)
+    except ReleaseError as exc:
+        print(f"capgrade release: {exc}", file=sys.stderr)
+        return 1 if "leak" in str(exc) else 2
+    for path in files:
+        print(f"  {path.relative_to(args.out)}  ({path.stat().st_size:,} bytes)")
+    print(f"student release in {args.out}: audited, no solution line and no hidden expected "
+          "value in it (the wheel's files included)")
+    return 0
+
+
 def _default_submission() -> Path:
     """./rnn_lstm_captioning.py in a student's folder, else the project's stub."""
     here = Path("rnn_lstm_captioning.py")
@@ -82,14 +97,27 @@ def _default_submission() -> Path:
 
 def _check(args: argparse.Namespace) -> int:
     from grader.engine import run_checks
-    from grader.render import write
+    from grader.render import FORMATS, write
 
     path = args.path or _default_submission()
+    reports = []
+    for spec in args.report:
+        fmt, _, target = spec.partition("=")
+        if fmt not in FORMATS or not target:
+            print(f"capgrade check: --report {spec!r}: expected FORMAT=FILE with FORMAT one of "
+                  f"{', '.join(FORMATS)}", file=sys.stderr)
+            return 2
+        reports.append((fmt, Path(target)))
     result = run_checks(path, include_hidden=args.all, only=args.only, device=args.device,
                         timeout=args.timeout, hidden_expected=args.hidden_expected,
                         verbose=args.verbose, include_slow=args.all, loss_file=args.loss_file,
-                        notebook=args.notebook, notebook_out=args.notebook_out)
+                        notebook=args.notebook, notebook_out=args.notebook_out,
+                        groups=tuple(args.group))
     write(result, args.format, sys.stdout)
+    for fmt, target in reports:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", encoding="utf-8") as stream:
+            write(result, fmt, stream)
     if result.status != "graded":
         print(f"capgrade check: {result.message}", file=sys.stderr)
         return 2 if result.status in ("missing-file", "no-hidden-values", "no-checks") else 1
@@ -220,8 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--only", metavar="NAME",
                        help="only checks whose id matches NAME (a pytest -k expression); "
                            "e.g. --only overfit runs the three overfit checks")
-    check.add_argument("--format", choices=["table", "json", "junit", "gradescope"],
+    check.add_argument("--group", action="append", default=[], metavar="PART",
+                       help="only the checks of this part: rnn, embedding_loss, lstm, attention, "
+                            "captioning, rules, overfit, submission_file, notebook (repeatable)")
+    check.add_argument("--format", choices=["table", "json", "junit", "gradescope", "markdown"],
                        default="table")
+    check.add_argument("--report", action="append", default=[], metavar="FORMAT=FILE",
+                       help="also write the same result in another format to FILE "
+                            "(e.g. junit=capgrade-junit.xml; repeatable)")
     check.add_argument("--all", action="store_true",
                        help="include the hidden checks (instructors: needs reference/expected) "
                            "and the slow end-to-end checks (overfitting, the loss file)")
@@ -303,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--hidden-expected", type=Path, default=None)
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
     grade.set_defaults(func=_grade)
+
+    release = sub.add_parser("release", help="write the student bundle (stub, notebook, grader "
+                             "wheel with public values, README, GitHub Classroom starter)")
+    release.add_argument("-o", "--out", type=Path, default=Path("release"),
+                         help="folder to write (default: %(default)s); must be empty")
+    release.add_argument("--force", action="store_true", help="replace a non-empty folder")
+    release.set_defaults(func=_release)
 
     from grader import similarity
 

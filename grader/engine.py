@@ -43,7 +43,8 @@ def pytest_args(submission: Path, include_hidden: bool = False, only: str | None
                 device: str = "cpu", timeout: float | None = None, record: bool = False,
                 hidden_expected: Path | None = None, verbose: bool = False,
                 include_slow: bool = False, loss_file: Path | None = None,
-                notebook: Path | None = None, notebook_out: Path | None = None) -> list[str]:
+                notebook: Path | None = None, notebook_out: Path | None = None,
+                groups: tuple[str, ...] = ()) -> list[str]:
     args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
             "--submission", str(submission), "--device", device,
             "--visibility", "all" if include_hidden or record else "public",
@@ -52,6 +53,8 @@ def pytest_args(submission: Path, include_hidden: bool = False, only: str | None
         args.append("--tb=no")
     if only:
         args += ["-k", only]
+    for group in groups:
+        args += ["--group", group]
     if timeout:
         args += ["--check-timeout", str(timeout)]
     if record:
@@ -73,8 +76,8 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
                device: str = "cpu", timeout: float | None = None, record: bool = False,
                hidden_expected: Path | None = None, verbose: bool = False,
                include_slow: bool = False, loss_file: Path | None = None,
-               notebook: Path | None = None, notebook_out: Path | None = None
-               ) -> SubmissionResult:
+               notebook: Path | None = None, notebook_out: Path | None = None,
+               groups: tuple[str, ...] = ()) -> SubmissionResult:
     """Grade one file; never raises for a broken submission (the result says why).
 
     ``include_slow`` adds the end-to-end checks (overfitting, the submitted loss
@@ -82,6 +85,7 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
     ``loss_file`` defaults to rnn_lstm_attention_submission.pt next to the module,
     ``notebook`` to rnn_lstm_captioning.ipynb; the notebook checks leave the
     executed copy, its HTML and a report in ``notebook_out`` (default: a temp dir).
+    ``groups`` keeps the checks of these parts only (``catalogue()`` names them).
     """
     start = time.monotonic()
     path = Path(submission)
@@ -99,7 +103,7 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
             return result
     collector = _Collector()
     args = pytest_args(path, include_hidden, only, device, timeout, record, hidden_expected,
-                       verbose, include_slow, loss_file, notebook, notebook_out)
+                       verbose, include_slow, loss_file, notebook, notebook_out, groups)
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with sink:
         code = pytest.main(args, plugins=[collector])
@@ -114,7 +118,29 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
         result.message = f"importing the submission failed: {err.get('type')}: " \
                          f"{err.get('message')}{where}"
     elif code == pytest.ExitCode.NO_TESTS_COLLECTED:
-        result.status, result.message = "no-checks", f"no check matches {only!r}"
+        result.status, result.message = "no-checks", f"no check matches {only or groups!r}"
     elif code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         result.status, result.message = "grader-error", f"the check catalogue failed ({code})"
     return result
+
+
+class _Catalogue:
+    def __init__(self) -> None:
+        self.items: list[pytest.Item] = []
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.items = list(session.items)
+
+
+def catalogue() -> list[dict]:
+    """Every check (collected, not run): id, group, points, visibility, slow."""
+    from grader.plugin import check_group, check_id, load_rubric
+
+    found = _Catalogue()
+    args = pytest_args(Path("unused.py"), include_hidden=True, include_slow=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        pytest.main([*args, "--collect-only"], plugins=[found])
+    rubric = load_rubric()
+    return [{"id": check_id(i), "group": check_group(i), "points": rubric[check_id(i)]["points"],
+             "visibility": rubric[check_id(i)].get("visibility", "public"),
+             "slow": bool(rubric[check_id(i)].get("slow", False))} for i in found.items]

@@ -52,6 +52,11 @@ def check_id(item: pytest.Item) -> str:
     return item.name.removeprefix("test_")
 
 
+def check_group(item: pytest.Item) -> str:
+    """The part of the assignment a check belongs to: its module's name without test_."""
+    return item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("capgrade")
     group.addoption("--submission", help="the student's rnn_lstm_captioning.py to grade")
@@ -74,6 +79,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--notebook-out", default=None,
                     help="where the executed notebook, its HTML and report go (default: a new "
                          "temp dir)")
+    group.addoption("--group", action="append", default=[],
+                    help="only the checks of this part (a module of grader/checks without "
+                         "test_: rnn, lstm, attention, ...); repeatable; selects slow ones too")
     group.addoption("--slow", action="store_true",
                     help="include the slow end-to-end checks (rubric: slow = true); they also "
                          "run when -k selects them")
@@ -94,8 +102,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(f"checks missing from the rubric {config.getoption('rubric')}: "
                                 f"{', '.join(missing)}")
     # Slow checks record no expected values; otherwise they run when asked for.
+    groups = config.getoption("group")
     slow_wanted = not config.getoption("record") and (
-        config.getoption("slow") or bool(config.getoption("keyword")))
+        config.getoption("slow") or bool(config.getoption("keyword")) or bool(groups))
+    known = {check_group(i) for i in items}
+    if set(groups) - known:
+        raise pytest.UsageError(f"no such group: {', '.join(sorted(set(groups) - known))} "
+                                f"(groups: {', '.join(sorted(known))})")
     keep, drop = [], []
     for item in items:
         entry = rubric[check_id(item)]
@@ -104,6 +117,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         public = entry.get("visibility", "public") == "public"
         wanted = public or config.getoption("visibility") == "all"
         if entry.get("slow", False) and not slow_wanted:
+            wanted = False
+        if groups and check_group(item) not in groups:
             wanted = False
         (keep if wanted else drop).append(item)
     if drop:
@@ -239,7 +254,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         tolerance=getattr(failure, "tolerance", None),
         duration=round(report.duration, 4),
         target=entry.get("target", ""),
-        group=item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"),
+        group=check_group(item),
         output=output,
     ))
 

@@ -345,6 +345,36 @@ def render_csv_row(result: SubmissionResult) -> dict[str, str | float]:
     return row
 
 
+# --------------------------------------------------------------------------- Markdown
+
+
+_MARKS = {"passed": "✅ passed", "failed": "❌ failed", "error": "⚠️ error", "skipped": "skipped"}
+
+
+def _md_cell(text: str) -> str:
+    """Student-controlled text as one GitHub Markdown table cell (no HTML, no new cells)."""
+    text = first_line(clean(text))
+    for char, escaped in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"),
+                          ("|", "&#124;"), ("`", "\\`"), ("*", "\\*"), ("_", "\\_"),
+                          ("[", "\\["), ("]", "\\]")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def render_markdown(result: SubmissionResult) -> str:
+    """A GitHub Markdown summary (for $GITHUB_STEP_SUMMARY): totals, then a row per check."""
+    ran = _ran(result)
+    lines = [f"## capgrade: {sum(c.passed for c in ran)} of {len(ran)} checks passed, "
+             f"{_num(_total(result))} / {_num(result.max_score)} points", ""]
+    if result.status != "graded":
+        lines += [f"**{_md_cell(result.status)}**: {_md_cell(result.message)}", ""]
+    if ran:
+        lines += ["| check | status | points | message |", "|---|---|---|---|"]
+        lines += [f"| `{c.id}` | {_MARKS.get(c.status, c.status)} | {_num(c.score)} / "
+                  f"{_num(c.max_score)} | {_md_cell(c.message)} |" for c in ran]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- notebook runs
 
 
@@ -390,7 +420,9 @@ RENDERERS: dict[str, Callable[[SubmissionResult, TextIO], None]] = {
     "json": _writer(render_json),
     "gradescope": _writer(render_gradescope),
     "junit": _writer(render_junit),
+    "markdown": _writer(render_markdown),
 }
+FORMATS = tuple(RENDERERS)
 
 
 def write(result: SubmissionResult, fmt: str, stream: TextIO | None = None) -> None:

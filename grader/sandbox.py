@@ -159,12 +159,18 @@ def _readable_by_others(path: Path) -> bool:
 
 
 def _needed_paths() -> list[Path]:
-    """All a sandbox may see outside the system folders: Python, the venv, torch, grader/."""
+    """All a sandbox may see outside the system folders: Python, the venv, torch, grader/.
+
+    Plus any other site-packages on ``sys.path`` (one a ``.pth`` file adds, a
+    user site): the worker imports its dependencies from there too.
+    """
     import torch
 
+    sites = [Path(p).resolve() for p in sys.path
+             if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
     return [Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(),
             Path(sys.prefix).resolve(), PACKAGE_ROOT / "grader",
-            Path(torch.__file__).resolve().parent]
+            Path(torch.__file__).resolve().parent, *sites]
 
 
 #: Top-level folders a sandbox keeps seeing (the operating system); /tmp becomes private.

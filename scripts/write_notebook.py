@@ -28,8 +28,8 @@ inline; then you overfit each model on a few images, train it, look at the
 captions it writes and, for attention, where it looks.
 
 **Where to work.** Locally: keep this notebook next to `rnn_lstm_captioning.py`,
-install the course's capgrade release (`pip install capgrade-*.whl`, or
-`pip install -e .` in the release folder) and start Jupyter. On Colab: upload
+install the grader from the course's release (`pip install capgrade-*.whl` in the
+release folder) and start Jupyter. On Colab: upload
 the notebook, `rnn_lstm_captioning.py` and the capgrade release with the file
 browser on the left; the set-up cell installs it. No Google Drive is needed.
 
