@@ -50,7 +50,13 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from grader.batch import GradeOptions, grade_all
-    from grader.examples import write_examples
+
+    try:
+        from grader.examples import write_examples
+    except ImportError:  # a student's install: the example class is instructors' material
+        print("capgrade demo: the example class ships with the instructors' checkout only",
+              file=sys.stderr)
+        return 2
 
     console = Console()
     described = write_examples(args.reference, args.stub, args.out / "submissions")
@@ -86,6 +92,44 @@ def _release(args: argparse.Namespace) -> int:
         print(f"  {path.relative_to(args.out)}  ({path.stat().st_size:,} bytes)")
     print(f"student release in {args.out}: audited, no solution line and no hidden expected "
           "value in it (the wheel's files included)")
+    return 0
+
+
+def _gradescope(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from grader import gradescope
+    from grader.release import ReleaseError
+
+    try:
+        bundle = gradescope.build_bundle(args.out, args.hidden_expected, slow=not args.no_slow,
+                                         notebook=not args.no_notebook, timeout=args.timeout)
+    except ReleaseError as exc:
+        print(f"capgrade gradescope: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {bundle} ({bundle.stat().st_size:,} bytes): upload it as the assignment's "
+          "autograder (Configure Autograder > Zip file upload)")
+    if args.trial is None:
+        return 0
+    if not args.trial.is_dir():
+        print(f"capgrade gradescope: --trial {args.trial}: not a folder", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="capgrade-trial-") as tmp:
+        root = Path(tmp) / "autograder"
+        script = gradescope.unpack_for_trial(bundle, root)
+        shutil.copytree(args.trial, root / "submission", dirs_exist_ok=True)
+        env = {**os.environ, "CAPGRADE_AUTOGRADER_ROOT": str(root),
+               "CAPGRADE_PYTHON": sys.executable}
+        subprocess.run(["bash", str(script)], env=env, check=False)
+        results = json.loads((root / "results" / "results.json").read_text())
+    tests = results.get("tests", [])
+    print(f"trial on {args.trial}: score {results.get('score', 0):g} / "
+          f"{sum(t['max_score'] for t in tests):g}; "
+          f"{sum(t['status'] == 'passed' for t in tests)} of {len(tests)} tests passed")
     return 0
 
 
@@ -344,6 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder to write (default: %(default)s); must be empty")
     release.add_argument("--force", action="store_true", help="replace a non-empty folder")
     release.set_defaults(func=_release)
+
+    gs = sub.add_parser("gradescope", help="write the Gradescope autograder zip (setup.sh, "
+                        "run_autograder, the grader wheel, the hidden values)")
+    gs.add_argument("-o", "--out", type=Path, default=Path("autograder.zip"),
+                    help="the zip to write (default: %(default)s)")
+    gs.add_argument("--hidden-expected", type=Path,
+                    default=Path("reference/expected/hidden.pt"),
+                    help="hidden expected values to ship (default: %(default)s)")
+    gs.add_argument("--no-slow", action="store_true",
+                    help="leave out the overfit and loss-file checks")
+    gs.add_argument("--no-notebook", action="store_true",
+                    help="do not execute the submitted notebook")
+    gs.add_argument("--timeout", type=float, default=None,
+                    help="seconds one call into student code may take (default: 15)")
+    gs.add_argument("--trial", type=Path, default=None, metavar="SUBMISSION",
+                    help="then run the bundle on this folder as Gradescope would, locally")
+    gs.set_defaults(func=_gradescope)
 
     from grader import similarity
 

@@ -48,7 +48,7 @@ def _safe_id(text: str) -> str:
     return cleaned or "unnamed"
 
 
-def _find(folder: Path, name: str) -> Path | None:
+def find_file(folder: Path, name: str) -> Path | None:
     """``name`` in ``folder`` or up to SEARCH_DEPTH below; the shallowest, then by path."""
     def usable(p: Path) -> bool:
         parts = p.relative_to(folder).parts
@@ -69,16 +69,16 @@ def content_hash(*paths: Path | None) -> str:
 
 def _entry_for(student: str, source: Path, folder: Path) -> Entry:
     entry = Entry(student=student, source=str(source), folder=str(folder))
-    module = _find(folder, MODULE_FILE)
+    module = find_file(folder, MODULE_FILE)
     if module is None:
         entry.problem = (f"missing files: no {MODULE_FILE} in {source.name} "
                          f"(looked {SEARCH_DEPTH} folders deep)")
         return entry
     # The notebook and the loss file belong next to the module; else anywhere in the folder.
     notebook = module.parent / NOTEBOOK_FILE
-    notebook = notebook if notebook.is_file() else _find(folder, NOTEBOOK_FILE)
+    notebook = notebook if notebook.is_file() else find_file(folder, NOTEBOOK_FILE)
     loss = module.parent / LOSS_FILE
-    loss = loss if loss.is_file() else _find(folder, LOSS_FILE)
+    loss = loss if loss.is_file() else find_file(folder, LOSS_FILE)
     entry.module = str(module)
     entry.notebook = str(notebook) if notebook else None
     entry.loss_file = str(loss) if loss else None

@@ -1,0 +1,229 @@
+"""The student release: nothing secret in it, it installs in a fresh venv, and its
+GitHub Classroom workflow and autograding.json are valid and their commands work."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from grader import classroom, release
+from grader import expected as ex
+from grader.engine import catalogue
+from grader.stubgen import find_regions
+from tests import freshvenv
+from tests.conftest import REFERENCE, ROOT, STUB
+
+HIDDEN = ROOT / ex.HIDDEN_PATH
+MODULE = "rnn_lstm_captioning.py"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("release") / "release"
+    release.build_release(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def venv_bin(bundle, tmp_path_factory) -> Path:
+    """A fresh venv with the release's wheel installed by the workflow's own install step."""
+    bin_dir = freshvenv.make(tmp_path_factory.mktemp("venv") / "v")
+    steps = _workflow_runs(bundle)
+    subprocess.run(["bash", "-e", "-c", steps["Install capgrade"]], cwd=bundle, check=True,
+                   env=freshvenv.environment(bin_dir), capture_output=True)
+    return bin_dir
+
+
+def _members(folder: Path):
+    """(name, bytes) of every file, and of every member of the wheel."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        yield str(path.relative_to(folder)), data
+        if path.suffix == ".whl":
+            with zipfile.ZipFile(path) as zf:
+                for name in zf.namelist():
+                    yield f"{path.name}!{name}", zf.read(name)
+
+
+def _solution_lines() -> list[str]:
+    lines = REFERENCE.read_text().splitlines()
+    stub = {line.strip() for line in STUB.read_text().splitlines()}
+    return sorted({line.strip() for r in find_regions(lines) for line in lines[r.start + 1:r.end]
+                   if len(line.strip()) >= release.MIN_LINE and not line.strip().startswith("#")
+                   and line.strip() not in stub and line.strip() not in release.ALLOWED})
+
+
+def _workflow_runs(folder: Path) -> dict[str, str]:
+    workflow = yaml.safe_load((folder / classroom.WORKFLOW_PATH).read_text())
+    return {s["name"]: s["run"] for s in workflow["jobs"]["check"]["steps"] if "run" in s}
+
+
+def test_the_release_holds_the_student_files_only(bundle):
+    files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
+    wheel = next(p.name for p in bundle.glob("capgrade-*.whl"))
+    assert files == sorted([".github/classroom/autograding.json", ".github/workflows/capgrade.yml",
+                            "README.md", wheel, "rnn_lstm_captioning.ipynb", MODULE])
+    assert (bundle / MODULE).read_text() == STUB.read_text()
+    with zipfile.ZipFile(bundle / wheel) as zf:
+        names = zf.namelist()
+    assert all(n.startswith(("grader/", "capgrade-")) for n in names)
+    assert "grader/expected/public.pt" in names and "grader/rubric.toml" in names
+    assert not any("reference" in n or "hidden" in n for n in names)
+
+
+def test_no_line_of_any_solution_region_is_in_the_release(bundle):
+    secret = _solution_lines()
+    assert len(secret) > 50  # the reference really has solution regions to look for
+    for name, data in _members(bundle):
+        if name.endswith(".ipynb"):
+            text = "\n".join("".join(c["source"]) for c in json.loads(data)["cells"])
+        else:
+            text = data.decode("utf-8", errors="ignore")
+        leaked = [line for line in secret if line in text]
+        assert not leaked, f"{name} contains solution code: {leaked[:3]}"
+
+
+def test_no_hidden_expected_value_is_in_the_release(bundle):
+    hidden_bytes = HIDDEN.read_bytes()
+    hidden_keys = set(ex.load(HIDDEN)) - {ex.META}
+    assert hidden_keys
+    tensor_files = 0
+    for name, data in _members(bundle):
+        assert not name.endswith("hidden.pt") and data != hidden_bytes, name
+        if name.endswith(".pt"):
+            tensor_files += 1
+            values = torch.load(io.BytesIO(data), weights_only=True)
+            if "__meta__" in values:
+                assert values["__meta__"]["visibility"] == "public", name
+            assert not set(values) & hidden_keys, name
+    assert tensor_files == 2  # public.pt and the encoder weights, both opened
+
+
+def test_the_audit_catches_a_planted_leak(bundle, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    assert release.audit(copy) == []
+    line = _solution_lines()[0]
+    with open(copy / "README.md", "a") as f:
+        f.write(f"\n    {line}\n")
+    shutil.copy(HIDDEN, copy / "values.pt")
+    problems = release.audit(copy)
+    assert any(p.startswith("README.md:") and line in p for p in problems)
+    assert any(p.startswith("values.pt") for p in problems)
+
+
+def test_a_refused_release_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "audit", lambda folder: ["README.md:1: a line of the solution"])
+    with pytest.raises(release.ReleaseError, match="leak"):
+        release.build_release(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(release.ReleaseError, match="not empty"):
+        release.build_release(tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_the_release_installs_in_a_fresh_venv_and_checks(bundle, venv_bin, tmp_path):
+    env = freshvenv.environment(venv_bin)
+    where = subprocess.run(["python", "-c", "import grader; print(grader.__file__)"], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(venv_bin.parent))  # the wheel's grader, not the checkout's
+    work = tmp_path / "student"
+    shutil.copytree(bundle, work)
+    stub = subprocess.run(["capgrade", "check", "--format", "json"], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert stub.returncode == 1, stub.stderr
+    checks = json.loads(stub.stdout)["checks"]
+    assert checks and all(c["status"] != "passed" for c in checks)
+    assert sum("not implemented" in c["message"] for c in checks) >= len(checks) - 1
+    shutil.copy(REFERENCE, work / MODULE)
+    solved = subprocess.run(["capgrade", "check", "--format", "json"], cwd=work, env=env,
+                            capture_output=True, text=True)
+    assert solved.returncode == 0, solved.stdout[-2000:] + solved.stderr
+    result = json.loads(solved.stdout)
+    assert result["status"] == "graded" and len(result["checks"]) == len(checks)
+    assert all(c["status"] == "passed" for c in result["checks"])
+    assert all(c["visibility"] == "public" for c in result["checks"])
+    # Students have no hidden values: --all says so instead of grading.
+    hidden = subprocess.run(["capgrade", "check", "--all"], cwd=work, env=env,
+                            capture_output=True, text=True)
+    assert hidden.returncode == 2 and "hidden expected values not found" in hidden.stderr
+
+
+def test_the_workflow_is_valid_and_its_commands_run(bundle, venv_bin, tmp_path):
+    workflow = yaml.safe_load((bundle / classroom.WORKFLOW_PATH).read_text())
+    assert workflow["name"] == "capgrade"
+    assert {"push", "pull_request"} <= set(workflow[True])  # YAML 1.1 reads `on` as True
+    job = workflow["jobs"]["check"]
+    assert job["runs-on"] == "ubuntu-latest" and job["timeout-minutes"] > 0
+    uses = [s["uses"].split("@")[0] for s in job["steps"] if "uses" in s]
+    assert uses == ["actions/checkout", "actions/setup-python", "actions/upload-artifact"]
+    runs = _workflow_runs(bundle)
+    assert list(runs) == ["Install capgrade", "Run the public checks"]
+    wheel = next(p.name for p in bundle.glob("capgrade-*.whl"))
+    assert f"./{wheel}" in runs["Install capgrade"]
+    upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload"))
+    assert upload["if"] == "always()" and upload["with"]["path"] == classroom.JUNIT
+    for module, code in ((STUB, 1), (REFERENCE, 0)):
+        work = tmp_path / module.parent.name
+        shutil.copytree(bundle, work)
+        shutil.copy(module, work / MODULE)
+        summary = work / "summary.md"
+        env = freshvenv.environment(venv_bin, GITHUB_STEP_SUMMARY=str(summary))
+        done = subprocess.run(["bash", "-e", "-c", runs["Run the public checks"]], cwd=work,
+                              env=env, capture_output=True, text=True)
+        assert done.returncode == code, done.stderr
+        junit = ET.parse(work / classroom.JUNIT).getroot()
+        cases = junit.findall(".//testcase")
+        failed = [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
+        assert cases and (len(failed) == 0) == (code == 0)
+        text = summary.read_text()
+        assert text.startswith("## capgrade:") and text.count("\n| `") == len(cases)
+
+
+def test_autograding_json_is_valid_and_its_commands_score_the_parts(bundle, venv_bin, tmp_path):
+    spec = json.loads((bundle / classroom.AUTOGRADING_PATH).read_text())
+    fields = {"name": str, "setup": str, "run": str, "input": str, "output": str,
+              "comparison": str, "timeout": int, "points": (int, float)}
+    assert spec["tests"]
+    for test in spec["tests"]:
+        assert set(test) == set(fields)
+        assert all(isinstance(test[k], t) for k, t in fields.items())
+        assert test["comparison"] in ("included", "exact", "regex") and test["timeout"] <= 360
+    # Points: every public check of the listed parts, as the rubric says.
+    parts = [t["run"].split("--group ")[1] for t in spec["tests"]]
+    public = [c for c in catalogue() if c["visibility"] == "public" and c["group"] in parts]
+    assert sum(t["points"] for t in spec["tests"]) == sum(c["points"] for c in public)
+    assert set(parts) == set(classroom.PARTS)
+    work = tmp_path / "solved"
+    shutil.copytree(bundle, work)
+    shutil.copy(REFERENCE, work / MODULE)
+    env = freshvenv.environment(venv_bin)
+    for test in spec["tests"]:
+        for command in (test["setup"], test["run"]):
+            if command:
+                done = subprocess.run(["bash", "-e", "-c", command], cwd=work, env=env,
+                                      capture_output=True, text=True)
+                assert done.returncode == 0, f"{command}: {done.stdout[-1500:]}{done.stderr}"
+    # And a part left undone scores nothing: its command fails.
+    first = spec["tests"][0]["run"]
+    undone = subprocess.run(["bash", "-e", "-c", first], cwd=bundle, env=env,
+                            capture_output=True, text=True)
+    assert undone.returncode == 1
+
+
+def test_the_committed_starter_matches_what_release_writes(bundle):
+    example = ROOT / "integrations" / "github-classroom"
+    for relative in (classroom.WORKFLOW_PATH, classroom.AUTOGRADING_PATH):
+        assert (example / relative).read_text() == (bundle / relative).read_text(), (
+            f"{example / relative} is stale: copy it from a fresh `capgrade release`")
