@@ -1,0 +1,187 @@
+"""The Gradescope autograder bundle, run as Gradescope runs it, in a temporary /autograder."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import zipfile
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from grader import expected as ex
+from grader import gradescope
+from grader.engine import catalogue
+from tests import freshvenv
+from tests.conftest import REFERENCE, ROOT
+from tests.hostile import BY_NAME as HOSTILE
+
+HIDDEN = ROOT / ex.HIDDEN_PATH
+MODULE = "rnn_lstm_captioning.py"
+
+_VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
+_FORMAT = {"enum": ["text", "html", "simple_format", "md", "ansi"]}
+#: results.json as Gradescope's "Autograder Specifications" page documents it: only
+#: those fields, with their types and allowed values.
+RESULTS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "anyOf": [{"required": ["score"]}, {"required": ["tests"]}],
+    "properties": {
+        "score": {"type": "number"},
+        "execution_time": {"type": "number"},
+        "output": {"type": "string"},
+        "output_format": _FORMAT,
+        "test_output_format": _FORMAT,
+        "test_name_format": _FORMAT,
+        "visibility": _VISIBILITY,
+        "stdout_visibility": _VISIBILITY,
+        "extra_data": {"type": "object"},
+        "leaderboard": {"type": "array"},
+        "tests": {"type": "array", "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "score": {"type": "number"},
+                "max_score": {"type": "number"},
+                "status": {"enum": ["passed", "failed"]},
+                "name": {"type": "string"},
+                "name_format": _FORMAT,
+                "number": {"type": "string"},
+                "output": {"type": "string"},
+                "output_format": _FORMAT,
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "visibility": _VISIBILITY,
+                "extra_data": {"type": "object"},
+            },
+        }},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gs") / "autograder.zip"
+    return gradescope.build_bundle(out, HIDDEN, slow=False, notebook=False)
+
+
+@pytest.fixture(scope="module")
+def python(bundle, tmp_path_factory) -> Path:
+    """A fresh venv with the bundle's own wheel installed (what setup.sh does, offline)."""
+    folder = tmp_path_factory.mktemp("gs-venv")
+    with zipfile.ZipFile(bundle) as zf:
+        wheel = next(n for n in zf.namelist() if n.endswith(".whl"))
+        zf.extract(wheel, folder)
+    bin_dir = freshvenv.make(folder / "v")
+    subprocess.run(["python", "-m", "pip", "install", "--quiet", str(folder / wheel)],
+                   env=freshvenv.environment(bin_dir), cwd=folder, check=True)
+    return bin_dir / "python"
+
+
+def _lay_out(bundle: Path, root: Path, files: dict[str, str]) -> Path:
+    """``root`` laid out like Gradescope's /autograder, the student's files in submission/."""
+    script = gradescope.unpack_for_trial(bundle, root)
+    for name, text in files.items():
+        (root / "submission" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "submission" / name).write_text(text)
+    return script
+
+
+def _run(script: Path, python: Path) -> dict:
+    """Run run_autograder as Gradescope does; results.json, validated against the spec."""
+    root = script.parent
+    env = freshvenv.environment(python.parent, CAPGRADE_AUTOGRADER_ROOT=str(root),
+                                CAPGRADE_PYTHON=str(python))
+    done = subprocess.run(["bash", str(script)], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    return results
+
+
+def _autograde(bundle: Path, python: Path, root: Path, files: dict[str, str]) -> dict:
+    return _run(_lay_out(bundle, root, files), python)
+
+
+def test_the_bundle_is_laid_out_as_gradescope_expects(bundle):
+    with zipfile.ZipFile(bundle) as zf:
+        modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in zf.infolist()}
+        setup = zf.read("setup.sh").decode()
+        config = json.loads(zf.read(gradescope.CONFIG))
+        hidden = zf.read(gradescope.HIDDEN_NAME)
+    wheel = next(n for n in modes if n.endswith(".whl"))
+    assert set(modes) == {"setup.sh", "run_autograder", gradescope.CONFIG,
+                          gradescope.HIDDEN_NAME, wheel}
+    assert modes["setup.sh"] & stat.S_IXUSR and modes["run_autograder"] & stat.S_IXUSR
+    assert modes[gradescope.HIDDEN_NAME] == 0o600
+    assert hidden == HIDDEN.read_bytes()
+    assert config == {"capgrade": config["capgrade"], "slow": False, "notebook": False,
+                      "timeout": None, "hidden_expected": gradescope.HIDDEN_NAME}
+    assert f"./{wheel}" in setup and "chmod 700 /autograder/source" in setup
+    for name in ("setup.sh", "run_autograder"):
+        with zipfile.ZipFile(bundle) as zf:
+            text = zf.read(name).decode()
+        syntax = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
+        assert syntax.returncode == 0, f"{name}: {syntax.stderr}"
+
+
+def test_a_correct_submission_gets_every_point_with_the_rubrics_visibility(
+        bundle, python, tmp_path):
+    results = _autograde(bundle, python, tmp_path / "autograder",
+                         {f"work/{MODULE}": REFERENCE.read_text()})
+    fast = {c["id"]: c for c in catalogue() if not c["slow"]}
+    tests = {t["name"]: t for t in results["tests"]}
+    assert set(tests) == set(fast)  # public + hidden checks, the slow ones switched off
+    assert all(t["status"] == "passed" and t["score"] == t["max_score"] for t in tests.values())
+    assert results["score"] == sum(c["points"] for c in fast.values())
+    expected = {"public": "visible", "hidden": "hidden", "after_due_date": "after_due_date"}
+    assert {n: t["visibility"] for n, t in tests.items()} == {
+        i: expected[c["visibility"]] for i, c in fast.items()}
+    assert "hidden" in {t["visibility"] for t in tests.values()}
+    assert results["extra_data"]["isolation"]  # the layers that were applied, recorded
+
+
+FAKE = """
+import json as _j, pathlib as _p
+_fake = _j.dumps({"score": 1000, "tests": []})
+for _d in (%r, "/autograder/results"):
+    try:
+        _p.Path(_d).mkdir(parents=True, exist_ok=True)
+        _p.Path(_d, "results.json").write_text(_fake)
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.parametrize("hostile", ["fake_results_then_exit", "patch_comparisons_at_import",
+                                     "read_secrets"])
+def test_a_hostile_submission_still_gets_a_valid_results_json(bundle, python, tmp_path, hostile):
+    root = tmp_path / "autograder"
+    if hostile == "fake_results_then_exit":
+        source = HOSTILE["os_exit_at_import"].source().replace(
+            "import math\n", "import math\n" + FAKE % str(root / "results"), 1)
+    else:
+        source = HOSTILE[hostile].source()  # on the stub: nothing may pass
+    results = _autograde(bundle, python, root, {MODULE: source})
+    assert results["score"] == 0  # never the fake 1000, never a point it did not earn
+    assert results["tests"] and all(t["status"] == "failed" for t in results["tests"])
+    if hostile == "fake_results_then_exit":
+        assert "exit" in results["tests"][0]["output"].lower()
+
+
+def test_nothing_to_grade_and_a_broken_setup_still_give_valid_results(bundle, python, tmp_path):
+    empty = _autograde(bundle, python, tmp_path / "a", {"notes.txt": "my answers are in my head"})
+    assert empty["score"] == 0 and empty["tests"] == []
+    assert f"No {MODULE}" in empty["output"] and "notes.txt" in empty["output"]
+    broken = _autograde(bundle, tmp_path / "no-such-python", tmp_path / "b",
+                        {MODULE: REFERENCE.read_text()})
+    assert broken["score"] == 0 and "could not start" in broken["output"]
+    script = _lay_out(bundle, tmp_path / "c", {MODULE: REFERENCE.read_text()})
+    (script.parent / "source" / gradescope.HIDDEN_NAME).unlink()  # a bundle without its values
+    missing = _run(script, python)
+    assert missing["score"] == 0 and missing["tests"] == []
+    assert "autograder itself failed" in missing["output"]
+    assert "hidden expected values not found" in missing["output"]
