@@ -107,7 +107,8 @@ def _gradescope(args: argparse.Namespace) -> int:
 
     try:
         bundle = gradescope.build_bundle(args.out, args.hidden_expected, slow=not args.no_slow,
-                                         notebook=not args.no_notebook, timeout=args.timeout)
+                                         notebook=not args.no_notebook, timeout=args.timeout,
+                                         deadline=args.deadline)
     except ReleaseError as exc:
         print(f"capgrade gradescope: {exc}", file=sys.stderr)
         return 2
@@ -402,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not execute the submitted notebook")
     gs.add_argument("--timeout", type=float, default=None,
                     help="seconds one call into student code may take (default: 15)")
+    gs.add_argument("--deadline", type=float, default=540.0,
+                    help="seconds after which a submission's grading is stopped and reported "
+                         "as such (default: %(default)s; keep it under the autograder timeout "
+                         "set on Gradescope)")
     gs.add_argument("--trial", type=Path, default=None, metavar="SUBMISSION",
                     help="then run the bundle on this folder as Gradescope would, locally")
     gs.set_defaults(func=_gradescope)

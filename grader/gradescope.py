@@ -20,6 +20,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -31,6 +32,9 @@ CONFIG = "capgrade-autograder.json"
 HIDDEN_NAME = "hidden.pt"
 PYTHON = "/opt/capgrade/bin/python"  # the venv setup.sh makes
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+#: Seconds after which run_autograder stops grading and reports so: under
+#: Gradescope's default 10-minute limit, past which it would keep no results at all.
+DEADLINE = 540.0
 
 SETUP_SH = """\
 #!/usr/bin/env bash
@@ -72,7 +76,7 @@ exit 0
 
 
 def build_bundle(out: Path, hidden: Path, slow: bool = True, notebook: bool = True,
-                 timeout: float | None = None) -> Path:
+                 timeout: float | None = None, deadline: float = DEADLINE) -> Path:
     """Write the autograder zip: setup.sh, run_autograder, the wheel, hidden values, config."""
     from grader import expected as ex
     from grader.release import ReleaseError, build_wheel
@@ -82,7 +86,7 @@ def build_bundle(out: Path, hidden: Path, slow: bool = True, notebook: bool = Tr
                            "in the instructors' checkout first")
     ex.load(hidden)  # a damaged file fails here, not on Gradescope
     config = {"capgrade": __version__, "slow": slow, "notebook": notebook, "timeout": timeout,
-              "hidden_expected": HIDDEN_NAME}
+              "deadline": deadline, "hidden_expected": HIDDEN_NAME}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="capgrade-gradescope-") as tmp:
@@ -175,12 +179,34 @@ def write_results(data: dict[str, Any], path: Path) -> None:
     os.replace(partial, path)
 
 
+def _watchdog(deadline: float, results: Path, started: float) -> None:
+    """At the deadline: kill every sandbox, write a zero that says why, end the process."""
+    time.sleep(deadline)
+    from grader import sandbox
+
+    try:
+        write_results(_failure(
+            f"Grading did not finish within {deadline:g} s, so it was stopped: most likely a "
+            "function loops forever or is far too slow (each check that calls it waits for its "
+            "timeout). Your submission was not graded; fix it and submit again, or tell your "
+            "instructor.", started), results)
+    finally:
+        sandbox.kill_all_started()
+        os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="grade one Gradescope submission")
     parser.add_argument("--root", type=Path, default=Path("/autograder"))
     args = parser.parse_args(argv)
     started = time.monotonic()
     results = args.root / "results" / "results.json"
+    try:
+        config = json.loads((args.root / "source" / CONFIG).read_text())
+    except (OSError, ValueError):
+        config = {}
+    threading.Thread(target=_watchdog, daemon=True, args=(
+        float(config.get("deadline") or DEADLINE), results, started)).start()
     try:
         data = grade(args.root)
     except Exception as exc:  # the grader broke: a zero that says so, never no results

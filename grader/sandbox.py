@@ -326,20 +326,30 @@ class Sandbox:
                 pass
         _wait_dead(inits, seconds=10.0)
         kill_group(pid)
-        marker = f"{SANDBOX_ID_VAR}={self.id}".encode()
-        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
+        _kill_carrying({self.id})
+
+
+def kill_all_started() -> None:
+    """SIGKILL every process of every sandbox this process started (an emergency stop)."""
+    _kill_carrying({i for i, _ in STARTED})
+
+
+def _kill_carrying(ids: set[str]) -> None:
+    """SIGKILL every process whose environment carries one of these sandbox ids."""
+    markers = {f"{SANDBOX_ID_VAR}={i}".encode() for i in ids}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") and markers else []:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                found = bool(markers & set(f.read().split(b"\0")))
+        except OSError:
+            continue
+        if found:
             try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    found = marker in f.read().split(b"\0")
-            except OSError:
-                continue
-            if found:
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 _LIMITS = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU,

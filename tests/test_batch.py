@@ -20,6 +20,7 @@ from grader.batch import GradeOptions, grade_all
 from grader.plugin import load_rubric
 from tests.conftest import REFERENCE, STUB
 from tests.hostile import BY_NAME as HOSTILE
+from tests.test_hostile import any_sandboxed_pids
 from tests.variants import by_name, write_variant
 
 BUGGY = "rnn_step_no_tanh"  # a realistic bug (tests/variants.py)
@@ -87,6 +88,11 @@ def test_every_input_gets_exactly_one_row_with_the_right_status(mixed):
     assert summary.graded_now == 5 and summary.reused == 2
     reused = [s for s in ("good", "copycat", "zipped") if "result reused" in rows[s]["message"]]
     assert len(reused) == 2
+
+
+def test_no_sandboxed_process_outlives_the_batch(mixed):
+    """Each pool process kept a warm worker; all of them went with the pool."""
+    assert any_sandboxed_pids() == set()
 
 
 def test_reports_are_exported_from_the_store(mixed):

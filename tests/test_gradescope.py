@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from grader.engine import catalogue
 from tests import freshvenv
 from tests.conftest import REFERENCE, ROOT
 from tests.hostile import BY_NAME as HOSTILE
+from tests.test_hostile import any_sandboxed_pids
 
 HIDDEN = ROOT / ex.HIDDEN_PATH
 MODULE = "rnn_lstm_captioning.py"
@@ -119,7 +121,8 @@ def test_the_bundle_is_laid_out_as_gradescope_expects(bundle):
     assert modes[gradescope.HIDDEN_NAME] == 0o600
     assert hidden == HIDDEN.read_bytes()
     assert config == {"capgrade": config["capgrade"], "slow": False, "notebook": False,
-                      "timeout": None, "hidden_expected": gradescope.HIDDEN_NAME}
+                      "timeout": None, "deadline": gradescope.DEADLINE,
+                      "hidden_expected": gradescope.HIDDEN_NAME}
     assert f"./{wheel}" in setup and "chmod 700 /autograder/source" in setup
     for name in ("setup.sh", "run_autograder"):
         with zipfile.ZipFile(bundle) as zf:
@@ -185,3 +188,19 @@ def test_nothing_to_grade_and_a_broken_setup_still_give_valid_results(bundle, py
     assert missing["score"] == 0 and missing["tests"] == []
     assert "autograder itself failed" in missing["output"]
     assert "hidden expected values not found" in missing["output"]
+
+
+def test_grading_past_the_deadline_is_stopped_and_reported(bundle, python, tmp_path):
+    before = any_sandboxed_pids()
+    script = _lay_out(bundle, tmp_path / "autograder",
+                      {MODULE: HOSTILE["infinite_loop"].source()})
+    config_path = script.parent / "source" / gradescope.CONFIG
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "deadline": 12}))
+    started = time.monotonic()
+    results = _run(script, python)
+    assert time.monotonic() - started < 60
+    assert results["score"] == 0 and results["tests"] == []
+    assert "did not finish within 12 s" in results["output"]
+    time.sleep(1)
+    assert any_sandboxed_pids() - before == set()  # the looping worker was killed with it

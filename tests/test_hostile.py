@@ -47,6 +47,20 @@ def sandbox_pids(ids: list[str]) -> list[int]:
     return pids
 
 
+def any_sandboxed_pids() -> set[int]:
+    """Every process carrying any sandbox id, whoever started it (pool processes too)."""
+    marker = f"{sandbox.SANDBOX_ID_VAR}=".encode()
+    found = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if any(v.startswith(marker) for v in f.read().split(b"\0")):
+                    found.add(int(entry))
+        except OSError:
+            pass
+    return found
+
+
 def leftover_dirs(since: int) -> list[Path]:
     """The temp dirs of the sandboxes created after ``since`` that still exist."""
     return [home.parent for _, home in sandbox.STARTED[since:] if home.parent.exists()]
