@@ -251,7 +251,8 @@ def _grade(args: argparse.Namespace) -> int:
     try:
         summary = grade_all(args.submissions, args.out, workers=args.workers, options=options,
                             regrade=tuple(args.regrade), dask=args.dask,
-                            progress=not args.quiet)
+                            progress=not args.quiet,
+                            warm={"auto": None, "on": True, "off": False}[args.warm])
     except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"capgrade grade: {exc}", file=sys.stderr)
         return 2
@@ -380,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds one call into student code may take")
     grade.add_argument("--device", default="cpu")
     grade.add_argument("--hidden-expected", type=Path, default=None)
+    grade.add_argument("--warm", choices=["auto", "on", "off"], default="auto",
+                       help="keep a sandboxed worker started ahead in each grading process "
+                            "(auto: when fewer workers than cores; default: %(default)s)")
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
     grade.set_defaults(func=_grade)
 

@@ -12,6 +12,9 @@ once, so all that is left is the grader's own cost:
 - the whole `capgrade grade` of 20 stub copies with 1 worker, where nothing
   hides the warm-up (the next worker's start) behind student compute.
 
+`capgrade grade` warms workers by default only when fewer workers than cores
+(`--warm auto`): here 1 worker is warm and 2 workers on 2 cores are cold.
+
     .venv/bin/python scripts/bench_batch.py
 """
 

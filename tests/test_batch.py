@@ -61,7 +61,8 @@ def mixed(tmp_path_factory):
         zf.writestr("../evil.py", "print('x')\n")
     (subs / "notes.txt").write_text("not a submission\n")
     out = tmp_path_factory.mktemp("out")
-    summary = grade_all(subs, out, workers=2, options=FAST, progress=False)
+    # Warm workers on (auto would leave them off with 2 workers on 2 cores): the same rows.
+    summary = grade_all(subs, out, workers=2, options=FAST, progress=False, warm=True)
     return subs, out, summary
 
 
@@ -88,6 +89,15 @@ def test_every_input_gets_exactly_one_row_with_the_right_status(mixed):
     assert summary.graded_now == 5 and summary.reused == 2
     reused = [s for s in ("good", "copycat", "zipped") if "result reused" in rows[s]["message"]]
     assert len(reused) == 2
+
+
+def test_warm_workers_only_where_a_core_is_free(monkeypatch):
+    from grader import batch
+
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
+    assert batch.should_warm(1, None) and batch.should_warm(3, None)
+    assert not batch.should_warm(4, None) and not batch.should_warm(None, None)
+    assert not batch.should_warm(1, "tcp://scheduler:8786")
 
 
 def test_no_sandboxed_process_outlives_the_batch(mixed):
@@ -204,7 +214,8 @@ def test_a_dask_local_cluster_gives_the_local_results(tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
-        grade_all(subs, tmp_path / "dask", options=opts, progress=False, dask=client)
+        grade_all(subs, tmp_path / "dask", options=opts, progress=False, dask=client,
+                  warm=True)
     local, remote = _rows(tmp_path / "local"), _rows(tmp_path / "dask")
     assert sorted(local) == sorted(remote) == ["buggy", "good", "stub"]
     for student in local:
