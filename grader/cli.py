@@ -276,6 +276,16 @@ def _literal(text: str) -> object:
         return text
 
 
+def _add_grading_choices(parser: argparse.ArgumentParser) -> None:
+    """What `grade` and `gradescope` may leave out, and the per-call timeout: one wording."""
+    parser.add_argument("--no-slow", action="store_true",
+                        help="leave out the overfit and loss-file checks")
+    parser.add_argument("--no-notebook", action="store_true",
+                        help="do not execute the submitted notebooks")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds one call into student code may take (default: 15)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capgrade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -373,12 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--dask", metavar="ADDRESS", default=None,
                        help="run the gradings on this Dask scheduler (tcp://host:8786)")
     grade.add_argument("--public-only", action="store_true", help="leave out hidden checks")
-    grade.add_argument("--no-slow", action="store_true",
-                       help="leave out the overfit and loss-file checks")
-    grade.add_argument("--no-notebook", action="store_true",
-                       help="do not execute the notebooks")
-    grade.add_argument("--timeout", type=float, default=None,
-                       help="seconds one call into student code may take")
+    _add_grading_choices(grade)
     grade.add_argument("--device", default="cpu")
     grade.add_argument("--hidden-expected", type=Path, default=None)
     grade.add_argument("--warm", choices=["auto", "on", "off"], default="auto",
@@ -401,12 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--hidden-expected", type=Path,
                     default=Path("reference/expected/hidden.pt"),
                     help="hidden expected values to ship (default: %(default)s)")
-    gs.add_argument("--no-slow", action="store_true",
-                    help="leave out the overfit and loss-file checks")
-    gs.add_argument("--no-notebook", action="store_true",
-                    help="do not execute the submitted notebook")
-    gs.add_argument("--timeout", type=float, default=None,
-                    help="seconds one call into student code may take (default: 15)")
+    _add_grading_choices(gs)
     gs.add_argument("--deadline", type=float, default=540.0,
                     help="seconds after which a submission's grading is stopped and reported "
                          "as such (default: %(default)s; keep it under the autograder timeout "

@@ -10,7 +10,6 @@ or any hidden expected value is found.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -141,9 +140,7 @@ def audit(folder: Path, reference: Path = REFERENCE, stub: Path = STUB,
     problems = []
     for name, data in _members(folder):
         base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
-        if base == hidden.name or (hidden_bytes is not None and
-                                   hashlib.sha256(data).digest() ==
-                                   hashlib.sha256(hidden_bytes).digest()):
+        if base == hidden.name or data == hidden_bytes:
             problems.append(f"{name}: the hidden expected values file")
             continue
         if base.endswith((".pt", ".pth")):

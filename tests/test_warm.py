@@ -45,6 +45,12 @@ def warm():
     harness.keep_warm(False)
 
 
+def harness_hidden() -> Path:
+    from grader.batch import hidden_path
+
+    return hidden_path(GradeOptions())
+
+
 def test_a_warm_worker_gives_the_cold_verdicts(tmp_path):
     write_variant(by_name()["rnn_step_no_tanh"], tmp_path)
     buggy = tmp_path / "rnn_lstm_captioning.py"
@@ -59,12 +65,6 @@ def test_a_warm_worker_gives_the_cold_verdicts(tmp_path):
     assert _statuses(cold) == _statuses(warm)
     assert "failed" in _statuses(cold).values() and "passed" in _statuses(cold).values()
     assert cold.isolation == warm.isolation
-
-
-def harness_hidden() -> Path:
-    from grader.batch import hidden_path
-
-    return hidden_path(GradeOptions())
 
 
 def test_each_submission_gets_the_warm_worker_in_a_fresh_sandbox(tmp_path, warm):
