@@ -20,17 +20,37 @@ from grader.protocol import OBJECT, SUBCLASS, describe
 class CheckFailure(AssertionError):
     """A wrong answer: the check ran and the submission did not meet it."""
 
-    def __init__(self, message: str, error: float | None = None, tolerance: str | None = None):
+    def __init__(self, message: str, error: float | None = None, tolerance: str | None = None,
+                 credit: float = 0.0):
         super().__init__(message)
         self.message, self.error, self.tolerance = message, error, tolerance
+        #: The fraction of the check's points still earned (partial credit), 0 to 1.
+        self.credit = min(max(credit, 0.0), 1.0)
 
 
 def _where(error: dict[str, Any]) -> str:
+    """Where in the student's file: the line that raised, and the lines that called it.
+
+    The deepest line is often a correct helper fed a bad value; the callers above it
+    (outermost last) show where that value was made.
+    """
     frames = error.get("frames") or []
     if not frames:
         return ""
     last = frames[-1]
-    return f" at line {last['line']} in {last['function']}: `{last['code']}`"
+    text = f" at line {last['line']} in {last['function']}: `{last['code']}`"
+    callers = frames[-4:-1][::-1]
+    if callers:
+        text += "; called from " + ", from ".join(
+            f"line {f['line']} in {f['function']}: `{f['code']}`" for f in callers)
+    return text
+
+
+ENCODER_NOTE = (" (while grading, ImageEncoder is the grader's copy of the provided class, "
+                "with the course's interface: ImageEncoder(pretrained=..., verbose=...), "
+                ".out_channels, and a forward that takes images; it never downloads weights. "
+                "Build it with that interface and call it on the images, rather than reaching "
+                "into its internals)")
 
 
 def require_ok(outcome: Outcome, what: str) -> Any:
@@ -44,13 +64,16 @@ def require_ok(outcome: Outcome, what: str) -> Any:
     if error.get("type") == "WorkerFailure":
         raise WorkerFailure(error.get("message", "the worker failed"))
     if outcome.not_implemented:
+        if error.get("type") == "NotImplementedYet":
+            raise CheckFailure(f"{what}: not implemented yet: {error.get('message', '')}")
         raise CheckFailure(f"{what}: not implemented yet (the stub's TODO still raises "
                            "NotImplementedError)")
     kind, message = error.get("type", "Exception"), error.get("message", "")
     if kind == "SystemExit":
         raise CheckFailure(f"{what}: your code called sys.exit({message}); never exit from "
                            "library code")
-    raise CheckFailure(f"{what}: raised {kind}: {message}{_where(error)}")
+    note = ENCODER_NOTE if error.get("grader_encoder") else ""
+    raise CheckFailure(f"{what}: raised {kind}: {message}{_where(error)}{note}")
 
 
 def as_tensor(value: Any, what: str) -> torch.Tensor:
@@ -107,8 +130,30 @@ def close(actual: Any, expected: torch.Tensor, what: str, rtol: float, atol: flo
             detail += f", expected {expected.flatten()[worst].item():.6g}"
         raise CheckFailure(
             f"{what}: values differ; worst element at index {where} ({detail}); "
-            f"course rel_error {err:.2e}", error=err, tolerance=tolerance) from None
+            f"course rel_error {err:.2e} (the course's measure, relative to the largest value; "
+            f"this check holds every element to {tolerance} of its own value)"
+            + _precision_hint(actual, expected, rtol), error=err, tolerance=tolerance) from None
     return err
+
+
+def _precision_hint(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> str:
+    """Name a float32 value inside a float64 computation when the evidence says so.
+
+    Only when the result is float64, held to better than float32's precision, and every
+    element agrees to about float32's rounding (relative 1e-9 .. 1e-5): a wrong formula
+    is far off somewhere, a float32 constant or buffer is off everywhere by ~1e-7.
+    """
+    if actual.dtype != torch.float64 or rtol >= 1e-6:
+        return ""
+    diff = (actual - expected.double()).abs()
+    scale = expected.double().abs().clamp_min(1e-12)
+    worst = float((diff / scale).max())
+    if not 1e-9 < worst < 1e-5:
+        return ""
+    return ("; the values agree only to float32 precision (~1e-7): somewhere a float32 tensor "
+            "enters this float64 computation (a constant or buffer made with dtype=torch.float32,"
+            " torch.tensor(...) or torch.zeros(...) without dtype=, or .float()); make new "
+            "tensors from the inputs (new_zeros, zeros_like, x.dtype)")
 
 
 def equal(actual: Any, expected: torch.Tensor, what: str, hidden: bool = False) -> None:
@@ -140,9 +185,16 @@ def match_by_shape(actual: list[dict], expected: list[dict], what: str, rtol: fl
         return out
 
     got, want = groups(actual), groups(expected)
-    if sorted(got) != sorted(want):
-        raise CheckFailure(f"{what}: the trainable parameters' shapes differ from the "
-                           f"assignment's layers: got {sorted(got)}")
+    # Parameters the computation does not use (a cell built but not used) are fine; every
+    # layer of the assignment must be there, with its gradient.
+    used = {shape for shape, items in got.items() if any(i["grad"] is not None for i in items)}
+    lacking = sorted(set(want) - set(got))
+    if lacking:
+        raise CheckFailure(f"{what}: no trainable parameter of shape "
+                           f"{', '.join(str(s) for s in lacking)} (the assignment's layers: the "
+                           f"feature projection, the word embedding, the cell and the output "
+                           f"projection); your model's parameters that get a gradient have "
+                           f"shapes {sorted(used)}")
     worst = 0.0
     for shape, targets in want.items():
         pool = list(got[shape])

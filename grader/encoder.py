@@ -178,9 +178,13 @@ class ImageEncoder(nn.Module):
             self.source = _default_state()[0]
         self.pretrained = checkpoint is not None
         self._out_channels = cnn.fc.in_features
+        # The course's encoder exposes these too (students freeze or inspect `cnn`): the
+        # feature extractor shares the trunk's parameters with `cnn`.
+        self.cnn = cnn
         self.backbone = feature_extraction.create_feature_extractor(
             cnn, return_nodes={"trunk_output.block4": "c5"}
         )
+        self.normalize = torchvision.transforms.Normalize(mean=MEAN, std=STD)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
         if verbose:

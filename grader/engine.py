@@ -94,13 +94,15 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
         result.status, result.message = "missing-file", f"no such file: {path}"
         return result
     if include_hidden and not record:
-        hidden = hidden_expected or ex.HIDDEN_PATH
-        if not Path(hidden).is_file():
+        hidden = Path(hidden_expected or ex.default_hidden_path())
+        if not hidden.is_file():
             result.status = "no-hidden-values"
-            result.message = (f"hidden expected values not found at {hidden}: they are built "
-                              "from the instructors' reference/ with `capgrade build`; "
-                              "students run the public checks only (omit --all)")
+            result.message = (f"hidden expected values not found at {hidden}: pass "
+                              "--hidden-expected PATH (the instructors' "
+                              "reference/expected/hidden.pt, written by `capgrade build` in "
+                              "the checkout); students run the public checks only (omit --all)")
             return result
+        hidden_expected = hidden
     collector = _Collector()
     args = pytest_args(path, include_hidden, only, device, timeout, record, hidden_expected,
                        verbose, include_slow, loss_file, notebook, notebook_out, groups)

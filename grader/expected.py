@@ -26,6 +26,16 @@ DEFINING_FILES = ["course_inputs.py", "encoder.py", "probes.py", "checks/inputs.
                   "synthetic.py", "data/encoder_synthetic.pt"]
 
 
+def default_hidden_path() -> Path:
+    """Where the hidden values are when none is named: the installed checkout's reference/.
+
+    An editable install (instructors) has the checkout beside the package, so the
+    values are found from any working directory; otherwise ./reference/expected/.
+    """
+    beside = PACKAGE.parent / HIDDEN_PATH
+    return beside if beside.is_file() else Path.cwd() / HIDDEN_PATH
+
+
 class ExpectedMissing(FileNotFoundError):
     """Hidden expected values were asked for but are not on this machine."""
 

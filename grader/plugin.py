@@ -39,6 +39,10 @@ def load_rubric(path: Path = RUBRIC_PATH, include_slow: bool = True
     """The rubric's checks; without the slow / hand-in ones when ``include_slow`` is False."""
     with open(path, "rb") as f:
         checks = tomllib.load(f)["checks"]
+    for name, entry in checks.items():
+        if entry.get("advisory", False) and entry.get("points", 0) != 0:
+            raise ValueError(f"{path}: {name} is an advisory (worth nothing) but has "
+                             f"{entry['points']} points; set advisory = false to grade it")
     return {k: v for k, v in checks.items() if include_slow or not v.get("slow", False)}
 
 
@@ -62,7 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--submission", help="the student's rnn_lstm_captioning.py to grade")
     group.addoption("--visibility", choices=["public", "all"], default="public",
                     help="public checks only (students) or public + hidden (instructors)")
-    group.addoption("--hidden-expected", default=str(ex.HIDDEN_PATH),
+    group.addoption("--hidden-expected", default=str(ex.default_hidden_path()),
                     help="hidden expected values (default: %(default)s)")
     group.addoption("--rubric", default=str(RUBRIC_PATH))
     group.addoption("--device", default="cpu", help="cpu or cuda")
@@ -241,12 +245,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     status, message, failure = _status_and_message(report, call)
     entry = item.config._capgrade_rubric[check_id(item)]
     points = float(entry["points"])
+    advisory = bool(entry.get("advisory", False))
+    requires = str(entry.get("requires", ""))
+    if advisory and status == "failed":
+        status = "advisory"
+        message = f"advisory, worth no points: {message}" + (
+            f"\nWhy no points: {requires}" if requires else "")
+    elif status == "failed" and requires and "not implemented yet" not in message:
+        message += f"\nRequirement: {requires}"
     sub: Submission | None = getattr(item.config, "_capgrade_submission", None)
     output = sub.take_output()[:OUTPUT_CAP] if sub is not None else ""
     item.config.stash[RESULTS].append(CheckResult(
         id=check_id(item),
         status=status,
-        score=points if status == "passed" else 0.0,
+        score=points if status == "passed" else
+        round(points * getattr(failure, "credit", 0.0), 4) if status == "failed" else 0.0,
         max_score=points,
         visibility=entry.get("visibility", "public"),
         message=message,
@@ -256,6 +269,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         target=entry.get("target", ""),
         group=check_group(item),
         output=output,
+        requires=requires,
+        advisory=advisory,
     ))
 
 

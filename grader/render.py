@@ -26,7 +26,8 @@ from rich.text import Text
 
 from grader.results import STATUSES, CheckResult, SubmissionResult
 
-STATUS_STYLES = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "dim"}
+STATUS_STYLES = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "dim",
+                 "advisory": "yellow"}
 
 #: Our visibility -> Gradescope's (gradescope-autograders.readthedocs.io/en/latest/specs/).
 GRADESCOPE_VISIBILITY = {"public": "visible", "hidden": "hidden",
@@ -191,6 +192,8 @@ def _test_output(c: CheckResult) -> str:
     lines = []
     if c.status == "error":
         lines.append("error: the check could not judge this function")
+    if c.advisory:
+        lines.append("advisory check: worth no points, never a failure")
     msg = clean(c.message).strip()
     if msg:
         lines.append(msg)
@@ -207,22 +210,27 @@ def gradescope_dict(result: SubmissionResult) -> dict[str, Any]:
     """Gradescope's results.json as a dict (fields per the Autograder Specifications page).
 
     Skipped checks are left out and do not count. Our "error" becomes Gradescope's "failed"
-    (it only knows passed/failed) with the reason in the output. Output fields are plain text
-    ("text" formats), so messages containing '<' are never interpreted as HTML.
+    (it only knows passed/failed) with the reason in the output. Advisory checks (0 points)
+    carry no status, so Gradescope shows them as neither passed nor failed. Output fields
+    are plain text ("text" formats), so messages containing '<' are never interpreted as HTML.
     """
     tests = []
     for c in _ran(result):
-        tests.append({
+        test = {
             "name": clean(c.id),
             "score": _finite(c.score),
             "max_score": _finite(c.max_score),
             "status": "passed" if c.passed else "failed",
             "output": _test_output(c),
             "visibility": GRADESCOPE_VISIBILITY[c.visibility],
-            "tags": [clean(c.group)] if c.group else [],
+            "tags": ([clean(c.group)] if c.group else []) + (["advisory"] if c.advisory else []),
             "extra_data": _json_safe({"status": c.status, "target": c.target, "error": c.error,
-                                      "tolerance": c.tolerance, "duration": c.duration}),
-        })
+                                      "tolerance": c.tolerance, "duration": c.duration,
+                                      "requires": c.requires, "advisory": c.advisory}),
+        }
+        if c.advisory:
+            del test["status"]
+        tests.append(test)
     return {
         "score": _finite(_total(result)),
         "execution_time": round(result.duration, 3),
@@ -249,6 +257,10 @@ def _gradescope_summary(result: SubmissionResult) -> str:
     public = [c for c in _ran(result) if c.visibility == "public"]
     if public:
         lines.append(f"{sum(c.passed for c in public)} of {len(public)} visible checks passed.")
+    notes = [c for c in public if c.status == "advisory"]
+    if notes:
+        lines.append(f"{len(notes)} advisories (worth no points): "
+                     f"{', '.join(c.id for c in notes)}.")
     others = len(_ran(result)) - len(public)
     if others:
         lines.append(f"{others} more checks are hidden or shown after the due date.")
@@ -302,6 +314,10 @@ def render_junit(result: SubmissionResult) -> str:
         _prop(cprops, "score", _num(c.score))
         _prop(cprops, "max_score", _num(c.max_score))
         _prop(cprops, "visibility", c.visibility)
+        if c.advisory:
+            _prop(cprops, "advisory", "true")
+        if c.requires:
+            _prop(cprops, "requires", c.requires)
         if c.error is not None:
             _prop(cprops, "error", c.error)
         if c.tolerance:
@@ -315,8 +331,11 @@ def render_junit(result: SubmissionResult) -> str:
             el = ET.SubElement(case, "skipped")
             if first_line(c.message):
                 el.set("message", first_line(c.message))
-        if c.output:
-            ET.SubElement(case, "system-out").text = clean(c.output)
+        out = clean(c.output)
+        if c.status == "advisory":  # reported, never a failure
+            out = "\n".join(x for x in (clean(c.message).strip(), out) if x)
+        if out:
+            ET.SubElement(case, "system-out").text = out
 
     if result.status != "graded":
         case = ET.SubElement(suite, "testcase", classname="capgrade.submission",
@@ -341,14 +360,24 @@ def render_csv_row(result: SubmissionResult) -> dict[str, str | float]:
     row: dict[str, str | float] = {"submission": result.submission, "status": result.status,
                                    "score": _total(result), "max_score": result.max_score}
     for c in result.checks:
-        row[c.id] = "" if c.status == "skipped" else round(c.score, 6)
+        row[c.id] = gradebook_cell(c.status, c.score, c.advisory)
     return row
+
+
+def gradebook_cell(status: str, score: float, advisory: bool = False) -> str | float:
+    """A check's gradebook cell: its score; empty when skipped; advisories say so in words."""
+    if status == "skipped":
+        return ""
+    if advisory:
+        return "advisory" if status == "advisory" else "ok"
+    return round(score, 6)
 
 
 # --------------------------------------------------------------------------- Markdown
 
 
-_MARKS = {"passed": "✅ passed", "failed": "❌ failed", "error": "⚠️ error", "skipped": "skipped"}
+_MARKS = {"passed": "✅ passed", "failed": "❌ failed", "error": "⚠️ error", "skipped": "skipped",
+          "advisory": "💡 advisory"}
 
 
 def _md_cell(text: str) -> str:

@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from grader.render import gradebook_cell
 from grader.results import SubmissionResult
 from grader.store import Store
 
@@ -40,7 +41,7 @@ def export(store: Store, out: Path) -> dict[str, Path]:
             row = {k: r[k] for k in ROW_FIELDS}
             row["seconds"] = round(r["seconds"], 2)
             for c in (results[r["student"]] or {}).get("checks", []):
-                row[c["id"]] = "" if c["status"] == "skipped" else c["score"]
+                row[c["id"]] = gradebook_cell(c["status"], c["score"], c.get("advisory", False))
             writer.writerow(row)
     for r in rows:
         folder = out / "students" / r["student"]
@@ -67,6 +68,11 @@ def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[
     for r in rows:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     pass_rate = {}
+    advisories: dict[str, int] = {}
+    for res in results.values():
+        for c in (res or {}).get("checks", []):
+            if c["status"] == "advisory":
+                advisories[c["id"]] = advisories.get(c["id"], 0) + 1
     for cid in check_ids:
         outcomes = [c["status"] == "passed" for res in results.values() if res
                     for c in res.get("checks", []) if c["id"] == cid and c["status"] != "skipped"]
@@ -79,6 +85,7 @@ def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[
                   "max": max(scores) if scores else None,
                   "max_score": max((r["max_score"] for r in graded), default=None)},
         "pass_rate": pass_rate,
+        "advisories": dict(sorted(advisories.items())),
         "seconds": {"total": round(sum(r["seconds"] for r in rows), 2),
                     "per_submission": {r["student"]: round(r["seconds"], 2) for r in rows}},
     }
@@ -90,7 +97,7 @@ def feedback_html(student: str, status: str, message: str, result: dict | None) 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(student)}</title>",
              "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
              "td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}"
-             ".passed{color:#070}.failed,.error{color:#a00}</style></head><body>",
+             ".passed{color:#070}.failed,.error{color:#a00}.advisory{color:#a60}</style></head><body>",
              f"<h1>Feedback for {esc(student)}</h1>"]
     if result is None:
         parts.append(f"<p><b>{esc(status)}</b>: {esc(message)}</p></body></html>")

@@ -11,11 +11,13 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: A check's outcome: passed, failed (wrong answer), error (the check could not
-#: judge: crash, timeout, import failure), or skipped (not run in this mode).
-STATUSES = ("passed", "failed", "error", "skipped")
+#: judge: crash, timeout, import failure), skipped (not run in this mode), or
+#: advisory (an advisory check found something worth saying: never a failure,
+#: worth nothing).
+STATUSES = ("passed", "failed", "error", "skipped", "advisory")
 VISIBILITIES = ("public", "hidden", "after_due_date")
 
 
@@ -36,6 +38,10 @@ class CheckResult:
     group: str = ""
     #: Captured stdout/stderr of the student's code during the check (capped).
     output: str = ""
+    #: The handout requirement the check enforces (rubric ``requires``).
+    requires: str = ""
+    #: An advisory check: reported, worth 0 points, never a failure (rubric ``advisory``).
+    advisory: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -46,6 +52,11 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def counts_against(self) -> bool:
+        """Whether this outcome is a failure of the submission (advisories never are)."""
+        return self.status in ("failed", "error") and not self.advisory
 
 
 @dataclass
@@ -72,7 +83,7 @@ class SubmissionResult:
     @property
     def all_passed(self) -> bool:
         ran = [c for c in self.checks if c.status != "skipped"]
-        return bool(ran) and all(c.passed for c in ran)
+        return bool(ran) and not any(c.counts_against for c in ran)
 
     def counts(self) -> dict[str, int]:
         return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
@@ -99,7 +110,9 @@ class SubmissionResult:
 
 
 def _hidden_message(check: CheckResult) -> str:
-    return "passed" if check.passed else "failed (hidden check: details withheld)"
+    if check.passed:
+        return "passed"
+    return f"{check.status} (hidden check: details withheld)"
 
 
 def environment_fingerprint() -> dict[str, Any]:

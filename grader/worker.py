@@ -63,23 +63,33 @@ class CappedText(io.TextIOBase):
 
 
 def describe_exception(exc: BaseException, student_file: str) -> dict[str, Any]:
-    """Exception type, message and the frames that are in the student's own file."""
+    """Exception type, message and the frames that are in the student's own file.
+
+    ``grader_encoder`` says the error passed through the grader's ImageEncoder (which
+    replaces the provided one while grading), so the feedback can say so.
+    """
+    from grader import encoder
+    from grader.probes import NotImplementedYet
     from grader.stubgen import STUB_MARKER
 
+    tb = traceback.extract_tb(exc.__traceback__)
     frames = [
         {"line": f.lineno, "function": f.name, "code": (f.line or "").strip()}
-        for f in traceback.extract_tb(exc.__traceback__)
-        if f.filename == student_file
+        for f in tb if f.filename == student_file
     ]
     try:
         message = str(exc)[:2000]
     except Exception:
         message = "<unprintable message>"
+    through_encoder = any(os.path.abspath(f.filename) == os.path.abspath(encoder.__file__)
+                          for f in tb) or "ImageEncoder" in message
     return {
         "type": type(exc).__name__,
         "message": message,
         "frames": frames[-8:],
-        "not_implemented": isinstance(exc, NotImplementedError) and STUB_MARKER in message,
+        "not_implemented": (isinstance(exc, NotImplementedError) and STUB_MARKER in message)
+        or isinstance(exc, NotImplementedYet),
+        "grader_encoder": through_encoder,
     }
 
 

@@ -13,6 +13,8 @@ Tolerances, and why:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 F64 = {"rtol": 1e-8, "atol": 1e-10}
@@ -54,10 +56,18 @@ def call(submission, what: str, probe: str, **params):
     return require_ok(submission.call(probe, **params), what)
 
 
-def check_grads(expect, grads: dict, what: str, tolerance: dict[str, float]) -> None:
-    """Compare autograd gradients, naming a cut graph for what it is."""
-    from grader.compare import CheckFailure
+def check_grads(expect, grads: dict, what: str, tolerance: dict[str, float],
+                outputs: Any = None) -> None:
+    """Compare autograd gradients, naming a cut graph for what it is.
 
+    ``outputs`` (what the function returned) are checked first: a missing output,
+    not a cut graph, is then why no gradient arrived.
+    """
+    from grader.compare import CheckFailure, as_tensor
+
+    if outputs is not None:
+        for i, out in enumerate(outputs if isinstance(outputs, (tuple, list)) else [outputs]):
+            as_tensor(out, f"{what}: output {i}")
     for name, grad in grads.items():
         label = name.removeprefix("param:")
         if grad is None:

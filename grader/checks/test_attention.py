@@ -66,7 +66,8 @@ def test_attention_gradients_hidden(submission, expect, device):
     out = call(submission, "dot_product_attention", "function", name="dot_product_attention",
                args={"prev_h": prev_h, "A": A}, grad_wrt=["prev_h", "A"], upstream=[g1, g2],
                device=device)
-    check_grads(expect, out["grads"], "dot_product_attention", F64)
+    check_grads(expect, out["grads"], "dot_product_attention", F64,
+                outputs=_pair(out["outputs"], "dot_product_attention"))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -88,6 +89,6 @@ def test_attention_lstm_gradients_hidden(submission, expect, device):
                params={"Wx": Wx, "Wh": Wh, "Wattn": Wattn, "b": 0.1 * b}, method="forward",
                args={"x": x, "A": A}, upstream=[g], device=device, dtype="float64",
                grad_wrt=["x", "A", "param:Wx", "param:Wh", "param:Wattn", "param:b"])
-    check_grads(expect, out["grads"], "AttentionLSTM", F64)
+    check_grads(expect, out["grads"], "AttentionLSTM", F64, outputs=out["outputs"])
 
 

@@ -16,6 +16,7 @@ Slow (a minute or two): run by ``capgrade check --all`` or ``--only notebook``.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -41,10 +42,15 @@ def notebook_run(request: pytest.FixtureRequest) -> notebook_runner.NotebookRepo
     module = Path(config.getoption("submission")).resolve()
     given = config.getoption("notebook")
     notebook = Path(given) if given else module.parent / notebook_runner.NOTEBOOK_NAME
-    out = config.getoption("notebook_out") or tempfile.mkdtemp(prefix="capgrade-notebook-")
+    kept = config.getoption("notebook_out")
     hidden = Path(config.getoption("hidden_expected")).resolve()
-    return notebook_runner.run_notebook(notebook, module=module, out_dir=out,
-                                        secrets=(*sandbox.DEFAULT_SECRETS, hidden))
+    # Without --notebook-out the executed copy lives only as long as these checks.
+    with contextlib.ExitStack() as stack:
+        out = kept or stack.enter_context(tempfile.TemporaryDirectory(prefix="capgrade-notebook-"))
+        report = notebook_runner.run_notebook(notebook, module=module, out_dir=out,
+                                              secrets=(*sandbox.DEFAULT_SECRETS, hidden))
+        report.kept = bool(kept)
+        yield report
 
 
 def _executed(report: notebook_runner.NotebookReport) -> None:
@@ -62,7 +68,9 @@ def test_notebook_executes(notebook_run):
         raise CheckFailure(f"{len(notebook_run.failures)} of {len(notebook_run.cells)} code "
                            f"cells failed in grading mode: {shown}"
                            + (f" (and {more} more)" if more > 0 else "")
-                           + f". Executed copy: {notebook_run.executed_path}")
+                           + (f". Executed copy: {notebook_run.executed_path}"
+                              if getattr(notebook_run, "kept", False) else
+                              ". To keep the executed copy, pass --notebook-out DIR"))
 
 
 def _produced_losses(report: notebook_runner.NotebookReport) -> dict[str, list[float]]:
