@@ -87,7 +87,8 @@ def test_json_is_deterministic_and_sorted(result):
     data = json.loads(text)
     assert list(data) == sorted(data)
     assert data["score"] == 2.5 and data["max_score"] == 7.5
-    assert data["counts"] == {"passed": 1, "failed": 2, "error": 1, "skipped": 1}
+    assert data["counts"] == {"passed": 1, "failed": 2, "error": 1, "skipped": 1,
+                              "advisory": 0}
 
 
 # --------------------------------------------------------------------------- Gradescope
@@ -322,3 +323,43 @@ def test_table_drops_measurement_column_when_nothing_measured():
     text = _table_text(res)
     assert "error / tolerance" not in text and "wrong" in text
     assert "error / tolerance" in _table_text(make_result())
+
+
+# --------------------------------------------------------------------------- advisories
+
+
+def _with_advisory() -> SubmissionResult:
+    result = make_result()
+    result.checks = [result.checks[0], CheckResult(
+        "temporal_softmax_loss_hidden[none]", "advisory", 0.0, 0.0, "public",
+        "advisory, worth no points: raised TypeError\nWhy no points: not required",
+        group="embedding_loss", requires="not required", advisory=True)]
+    return result
+
+
+def test_an_advisory_shows_in_every_format_and_never_fails():
+    result = _with_advisory()
+    assert result.all_passed and result.score == result.max_score == 2.0
+    stream = io.StringIO()
+    render_table(result, console=Console(file=stream, width=200))
+    assert "advisory" in stream.getvalue()
+    test = gradescope_dict(result)["tests"][1]
+    assert "status" not in test and test["max_score"] == 0 and "advisory" in test["tags"]
+    assert "worth no points" in test["output"]
+    root = ET.fromstring(render_junit(result))
+    case = root.find(".//testcase[@name='temporal_softmax_loss_hidden[none]']")
+    assert case.find("failure") is None and case.find("error") is None
+    assert "worth no points" in case.find("system-out").text
+    assert root.find("testsuite").get("failures") == "0"
+    assert render_csv_row(result)["temporal_softmax_loss_hidden[none]"] == "advisory"
+    from grader.render import render_markdown
+    assert "advisory" in render_markdown(result)
+    back = SubmissionResult.from_dict(json.loads(render_json(result)))
+    assert back.checks[1].advisory and back.checks[1].requires == "not required"
+
+
+def test_feedback_page_shows_advisories():
+    from grader.reports import feedback_html
+
+    page = feedback_html("alice", "graded", "", _with_advisory().to_dict())
+    assert "class='advisory'" in page and "worth no points" in page
