@@ -34,9 +34,12 @@ def test_catalogue_is_complete_and_named_checks_exist():
     rubric = load_rubric()
     source = reference_source()
     for v in VARIANTS:
-        assert v.catch, f"{v.name} names no check that must catch it"
+        assert v.catch or v.advice, f"{v.name} names no check that must catch it"
         assert not v.gaps or v.gap_reason, f"{v.name}: a known gap needs its reason"
-        named = v.catch + v.must_pass + v.gaps
+        named = v.catch + v.must_pass + v.gaps + v.advice
+        assert all(rubric[c].get("advisory") for c in v.advice), f"{v.name}: advice not advisory"
+        assert not any(rubric[c].get("advisory") for c in v.catch), \
+            f"{v.name}: an advisory cannot catch a bug (it costs nothing)"
         assert len(named) == len(set(named)), f"{v.name} names a check twice"
         unknown = [c for c in named if c not in rubric]
         assert not unknown, f"{v.name}: unknown check ids {unknown}"
@@ -45,8 +48,9 @@ def test_catalogue_is_complete_and_named_checks_exist():
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 def test_variant_is_caught(variant: Variant, tmp_path):
-    """Each named check fails (score 0, with a message); must_pass checks still pass."""
-    checks = _run(variant, variant.catch + variant.must_pass, tmp_path)
+    """Each named check fails (score 0, with a message); must_pass checks still pass;
+    advice checks report an advisory (0 points, never a failure)."""
+    checks = _run(variant, variant.catch + variant.must_pass + variant.advice, tmp_path)
     missed = [f"{cid}: {checks[cid].status}" for cid in variant.catch
               if checks[cid].status == "passed" or checks[cid].score != 0]
     assert not missed, f"{variant.name} ({variant.description}) was not caught by {missed}"
@@ -55,6 +59,9 @@ def test_variant_is_caught(variant: Variant, tmp_path):
     wrongly = [f"{cid}: {checks[cid].message}" for cid in variant.must_pass
                if checks[cid].status != "passed"]
     assert not wrongly, f"{variant.name}: checks that should still pass failed: {wrongly}"
+    unadvised = [f"{cid}: {checks[cid].status}" for cid in variant.advice
+                 if checks[cid].status != "advisory" or checks[cid].score != 0]
+    assert not unadvised, f"{variant.name}: advisories that did not speak: {unadvised}"
 
 
 GAPS = [

@@ -35,6 +35,9 @@ def row(variant, result) -> str:
     missed = [cid for cid in variant.catch + variant.gaps if cid not in fired]
     if missed:
         caught += "; **missed:** " + ", ".join(f"`{cid}`" for cid in missed)
+    advised = [c.id for c in result.checks if c.status == "advisory"]
+    if advised:
+        caught += "; advisory (0 points): " + ", ".join(f"`{cid}`" for cid in advised)
     score = f"{_fmt(result.score)} / {_fmt(result.max_score)}"
     if result.status != "graded":
         score += f" ({result.status})"
