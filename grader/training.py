@@ -73,7 +73,9 @@ def train_captioner(model: nn.Module, image_data: torch.Tensor, caption_data: to
         for _ in range(num_epochs):
             for i in range(iterations):
                 batch = slice(i * batch_size, (i + 1) * batch_size)
-                loss = model(image_data[batch].to(device), caption_data[batch].to(device))
+                # Copies: a forward that changes its inputs in place must not alter the data.
+                loss = model(image_data[batch].to(device).clone(),
+                             caption_data[batch].to(device).clone())
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                     raise TypeError("the model's forward must return the loss as a one-element "
                                     f"tensor, got {type(loss).__name__}")
