@@ -176,9 +176,14 @@ def _sample(submission, expect, device, cell, N, max_length, seed):
           check_dtype=False)
 
 
+#: Per cell, images whose greedy captions include one that ends early with <END>, so a
+#: sample that stops there (the handout allows it) is exercised, and two that do not.
+SAMPLE_SEEDS = {"rnn": 55, "lstm": 167, "attn": 103}
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_sample_hidden(submission, expect, device, cell):
-    _sample(submission, expect, device, cell, N=3, max_length=8, seed=54)
+    _sample(submission, expect, device, cell, N=3, max_length=8, seed=SAMPLE_SEEDS[cell])
 
 
 @pytest.mark.parametrize("cell", CELLS)
