@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
 
 from grader.engine import run_checks
 from grader.plugin import load_rubric
+from grader.results import SubmissionResult
 from tests.correct_variants import CORRECT, MUTATE_ARGUMENTS, Correct
 from tests.variants import only_expression, reference_source
 
@@ -50,9 +53,25 @@ def _full_marks(checks: dict) -> list[str]:
 # -- 1, 2, 3, 5: correct styles lose nothing -------------------------------------------------
 
 
+def _grade(path: Path, ids: tuple[str, ...]) -> dict:
+    return run_checks(path, include_hidden=True, only=only_expression(ids)).to_dict()
+
+
+@pytest.fixture(scope="module")
+def correct_results(tmp_path_factory) -> dict[str, SubmissionResult]:
+    """Every correct variant graded once, side by side on the machine's cores."""
+    paths = [v.write(tmp_path_factory.mktemp(v.name)) for v in CORRECT]
+    workers = max(1, min(len(CORRECT), os.cpu_count() or 1))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        done = pool.map(_grade, paths, [v.checks for v in CORRECT])
+        return {v.name: SubmissionResult.from_dict(r) for v, r in zip(CORRECT, done, strict=True)}
+
+
 @pytest.mark.parametrize("variant", CORRECT, ids=lambda v: v.name)
-def test_correct_style_gets_every_point(variant: Correct, tmp_path):
-    checks = _checks(variant.write(tmp_path), variant.checks)
+def test_correct_style_gets_every_point(variant: Correct, correct_results):
+    result = correct_results[variant.name]
+    assert result.status == "graded", result.message
+    checks = {c.id: c for c in result.checks}
     assert sorted(checks) == sorted(variant.checks)
     assert not _full_marks(checks), "\n".join(_full_marks(checks))
 

@@ -13,14 +13,31 @@ must give them all its points; advisories may speak but never fail.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
 
 from grader.engine import run_checks
 from grader.plugin import load_rubric
+from grader.results import SubmissionResult
 
 STUDENTS = sorted((Path(__file__).resolve().parent / "solutions" / "students").glob("s*.py"))
+
+
+def _grade(path: Path) -> dict:
+    return run_checks(path, include_hidden=True).to_dict()
+
+
+@pytest.fixture(scope="module")
+def graded() -> dict[str, SubmissionResult]:
+    """Every solution graded once, side by side on the machine's cores (each in its sandbox)."""
+    workers = max(1, min(len(STUDENTS), os.cpu_count() or 1))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        results = dict(zip(STUDENTS, pool.map(_grade, STUDENTS), strict=True))
+    return {path.stem: SubmissionResult.from_dict(r) for path, r in results.items()}
 
 
 def test_there_are_enough_independent_solutions():
@@ -30,8 +47,8 @@ def test_there_are_enough_independent_solutions():
 
 
 @pytest.mark.parametrize("path", STUDENTS, ids=lambda p: p.stem)
-def test_student_style_solution_gets_every_point(path: Path):
-    result = run_checks(path, include_hidden=True)
+def test_student_style_solution_gets_every_point(path: Path, graded):
+    result = graded[path.stem]
     assert result.status == "graded", result.message
     wrong = [f"{c.id}: {c.status} {c.score}/{c.max_score}: {c.message}" for c in result.checks
              if (c.status != "passed" and not c.advisory) or c.status in ("error",)
