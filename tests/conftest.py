@@ -20,3 +20,16 @@ def ref() -> ModuleType:
     """The reference solution; CAPGRADE_REFERENCE points at a mutated copy for mutation runs."""
     path = Path(os.environ.get("CAPGRADE_REFERENCE", REFERENCE))
     return load_module(path, "capgrade_reference_under_test")
+
+
+#: Test modules that grade whole submissions in sandboxed workers: minutes each.
+SLOW_MODULES = {"test_alt_style", "test_batch", "test_bug_variants", "test_gradescope",
+                "test_hostile", "test_notebook", "test_overfit", "test_real_grades",
+                "test_release", "test_student_styles", "test_warm"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow modules, so `pytest -m "not slow"` runs the fast subset."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
