@@ -40,9 +40,6 @@ def _to(value: Any, device: str, dtype: str | None = None) -> Any:
     return value
 
 
-def _fresh(args: dict) -> dict:
-    """Copies of every tensor argument, handed to one call of student code."""
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
 
 
 def _placeholder(value: Any) -> bool:
@@ -82,8 +79,12 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_(True)
 
 
-def _student_args(args: dict, leaves: dict) -> dict:
-    """Fresh copies for one call; leaves go in as clones, so in-place changes stay legal."""
+def _fresh(args: dict, leaves: dict | None = None) -> dict:
+    """Copies of every tensor argument for one call of student code.
+
+    Leaves (autograd inputs) go in as clones, so in-place changes stay legal.
+    """
+    leaves = leaves or {}
     return {k: (leaves[k].clone() if k in leaves else
                 v.clone() if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
 
@@ -94,7 +95,7 @@ def function(m, name: str, args: dict, take: list[int] | None = None,
     """Call a top-level function; optionally autograd gradients w.r.t. some arguments."""
     args = {k: _to(v, device, dtype) for k, v in args.items()}
     leaves = {k: _leaf(args[k]) for k in grad_wrt or []}
-    result = _require_implemented(_resolve(m, name)(**_student_args(args, leaves)), name)
+    result = _require_implemented(_resolve(m, name)(**_fresh(args, leaves)), name)
     outputs = result
     if take is not None:
         if not isinstance(result, (tuple, list)):
@@ -157,7 +158,7 @@ def manual_backward(m, forward: str, backward: str, args: dict, upstream: torch.
                                 for k in args]
     if autograd:
         leaves = {k: _leaf(v) for k, v in args.items()}
-        out, _ = run_forward(_student_args(args, leaves))
+        out, _ = run_forward(_fresh(args, leaves))
         _backward([out], [upstream])
         reply["autograd"] = [leaves[k].grad for k in args]
     return reply
@@ -194,7 +195,7 @@ def module(m, cls: str, init: list, params: dict, method: str, args: dict,
     leaves = {k: _leaf(args[k]) for k in wrt if not k.startswith("param:")}
     mod.zero_grad(set_to_none=True)
     fn = mod if method == "forward" else getattr(mod, method)
-    outputs = _require_implemented(fn(**_student_args(args, leaves)), f"{cls}.{method}")
+    outputs = _require_implemented(fn(**_fresh(args, leaves)), f"{cls}.{method}")
     reply: dict[str, Any] = {"outputs": outputs}
     if wrt:
         outs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
