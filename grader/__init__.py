@@ -10,8 +10,8 @@ def check(only: str | None = None, path: str = "rnn_lstm_captioning.py", **optio
 
     Returns the SubmissionResult so a cell can inspect it.
     """
-    from grader.engine import run_checks
-    from grader.render import render_table
+    from grader.harness.engine import run_checks
+    from grader.results.render import render_table
 
     result = run_checks(path, only=only, **options)
     if result.status != "graded":

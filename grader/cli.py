@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from grader.stubgen import StubError, build_stub
+from grader.authoring.stubgen import StubError, build_stub
+from grader.contract import MODULE_FILE
 
 REFERENCE = Path("reference/rnn_lstm_captioning.py")
 STUB = Path("student/rnn_lstm_captioning.py")
@@ -19,7 +20,7 @@ def _build_stub(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.check:
-            from grader.stubgen import stub_is_current
+            from grader.authoring.stubgen import stub_is_current
 
             if stub_is_current(args.reference, args.out):
                 print(f"{args.out} is in sync with {args.reference}")
@@ -40,7 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"capgrade demo: not found: {path} (run from the project root)", file=sys.stderr)
             return 2
     if args.tour:
-        from grader.demo import run_demo
+        from grader.authoring.demo import run_demo
 
         return run_demo(args.reference, args.stub)
     import csv
@@ -49,10 +50,10 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.grading import GradeOptions, grade_all
 
     try:
-        from grader.examples import write_examples
+        from grader.authoring.examples import write_examples
     except ImportError:  # a student's install: the example class is instructors' material
         print("capgrade demo: the example class ships with the instructors' checkout only",
               file=sys.stderr)
@@ -81,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    from grader.release import ReleaseError, build_release
+    from grader.authoring.release import ReleaseError, build_release
 
     try:
         files = build_release(args.out, force=args.force)
@@ -102,8 +103,8 @@ def _gradescope(args: argparse.Namespace) -> int:
     import subprocess
     import tempfile
 
-    from grader import gradescope
-    from grader.release import ReleaseError
+    from grader.authoring.release import ReleaseError
+    from grader.integrations import gradescope
 
     try:
         bundle = gradescope.build_bundle(args.out, args.hidden_expected, slow=not args.no_slow,
@@ -136,13 +137,13 @@ def _gradescope(args: argparse.Namespace) -> int:
 
 def _default_submission() -> Path:
     """./rnn_lstm_captioning.py in a student's folder, else the project's stub."""
-    here = Path("rnn_lstm_captioning.py")
+    here = Path(MODULE_FILE)
     return here if here.is_file() else STUB
 
 
 def _check(args: argparse.Namespace) -> int:
-    from grader.engine import run_checks
-    from grader.render import FORMATS, write
+    from grader.harness.engine import run_checks
+    from grader.results.render import FORMATS, write
 
     path = args.path or _default_submission()
     reports = []
@@ -170,8 +171,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from grader import expected as ex
-    from grader.engine import run_checks
+    from grader.harness import expected as ex
+    from grader.harness.engine import run_checks
 
     code = _build_stub(argparse.Namespace(reference=args.reference, out=args.stub, check=False))
     if code:
@@ -195,8 +196,8 @@ def _data(args: argparse.Namespace) -> int:
 
     import torch
 
-    from grader import dataset
-    from grader.training import decode_captions
+    from grader.course import dataset
+    from grader.course.training import decode_captions
 
     start = time.monotonic()
     try:
@@ -217,8 +218,8 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _run_notebook(args: argparse.Namespace) -> int:
-    from grader import notebook_runner as nr
-    from grader.render import notebook_table
+    from grader.notebook import runner as nr
+    from grader.results.render import notebook_table
 
     parameters = {} if args.as_is else dict(nr.GRADING_PARAMETERS)
     for item in args.param:
@@ -241,7 +242,7 @@ def _run_notebook(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.grading import GradeOptions, grade_all
 
     options = GradeOptions(hidden=not args.public_only, slow=not args.no_slow,
                            notebook=not args.no_notebook, timeout=args.timeout,
@@ -415,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="then run the bundle on this folder as Gradescope would, locally")
     gs.set_defaults(func=_gradescope)
 
-    from grader import similarity
+    from grader.batch import similarity
 
     similarity.add_parser(sub)
 

@@ -68,7 +68,7 @@ class MemorySampler(threading.Thread):
                     continue
                 if b"multiprocessing.spawn" in cmd:
                     self.pool_peak = max(self.pool_peak, _rss_kib(pid))
-                elif b"grader.worker" in cmd and b"sandbox_launch" not in cmd:
+                elif b"grader.worker.process" in cmd and b"sandbox_launch" not in cmd:
                     self.worker_peak = max(self.worker_peak, _rss_kib(pid))
             time.sleep(0.2)
 
@@ -90,9 +90,9 @@ def grade(submissions: Path, out: Path, workers: int) -> tuple[float, MemorySamp
 
 def overhead_in_process(stub: Path, repeat: int = 8) -> tuple[float, float]:
     """Mean seconds to grade the stub (public + hidden) with a cold and with a warm worker."""
-    from grader import harness
-    from grader.batch import GradeOptions, hidden_path
-    from grader.engine import run_checks
+    from grader.batch.grading import GradeOptions, hidden_path
+    from grader.harness import client as harness
+    from grader.harness.engine import run_checks
 
     only = GradeOptions(slow=False, notebook=False).only()
     run_checks(stub, include_hidden=True, only=only)  # imports, caches: not measured

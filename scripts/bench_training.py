@@ -25,9 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader import dataset, encoder, synthetic  # noqa: E402
-from grader.loader import load_module  # noqa: E402
-from grader.training import decode_captions, train_captioner  # noqa: E402
+from grader.course import dataset, encoder, synthetic  # noqa: E402
+from grader.course.training import decode_captions, train_captioner  # noqa: E402
+from grader.worker.loader import load_module  # noqa: E402
 
 
 def bench_generation(n_train: int, n_val: int) -> None:
@@ -38,7 +38,7 @@ def bench_generation(n_train: int, n_val: int) -> None:
 
 
 def bench_overfit() -> None:
-    from grader.engine import run_checks
+    from grader.harness.engine import run_checks
 
     for cell in ("rnn", "lstm", "attn"):
         start = time.perf_counter()

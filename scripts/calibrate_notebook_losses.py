@@ -27,13 +27,13 @@ def max_rel(a: dict[str, list[float]], b: dict[str, list[float]]) -> float:
 
 def rerun(threads: str, seed: int | None = None) -> dict[str, list[float]]:
     from grader.checks import test_notebook as tn
-    from grader.harness import Submission
+    from grader.harness.client import Submission
 
     os.environ["CAPGRADE_WORKER_THREADS"] = threads
     if seed is not None:  # another seed: the same code trained from another initialisation
         import dataclasses
 
-        from grader import notebook_support as ns
+        from grader.notebook import support as ns
         original = ns.GRADING
         ns.GRADING = dataclasses.replace(original, seed=seed)
     try:
@@ -45,7 +45,8 @@ def rerun(threads: str, seed: int | None = None) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    from grader import lossfile, notebook_runner
+    from grader.course import lossfile
+    from grader.notebook import runner as notebook_runner
 
     base = rerun("1")
     rows = [("grader re-run, again (1 thread)", max_rel(rerun("1"), base)),

@@ -3,9 +3,9 @@
 Trains the reference, three reorderings of its layer creation, and the
 alt-style solution (tests/solutions) with seeds 0..9 through the real check
 path (sandboxed worker, ``overfit`` probe), then sets each bound from the
-worst final loss seen with ``grader.overfit.calibrated_bound``. Writes
+worst final loss seen with ``grader.course.overfit.calibrated_bound``. Writes
 ``grader/checks/overfit_calibration.json`` and ``.md``; ``tests/test_overfit.py``
-fails when grader/overfit.py disagrees.
+fails when grader/course/overfit.py disagrees.
 
     .venv/bin/python scripts/calibrate_overfit.py [--seeds 10] [--jobs 2]
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader import overfit  # noqa: E402
+from grader.course import overfit  # noqa: E402
 
 CALIBRATION_JSON = ROOT / "grader" / "checks" / "overfit_calibration.json"
 CALIBRATION_MD = CALIBRATION_JSON.with_suffix(".md")
@@ -57,7 +57,7 @@ def variant(order: list[str], folder: Path) -> Path:
 
 
 def run_variant(name: str, path: str, seeds: int) -> list[dict]:
-    from grader.harness import Submission
+    from grader.harness.client import Submission
 
     rows = []
     with Submission(path) as sub:

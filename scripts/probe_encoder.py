@@ -2,7 +2,7 @@
 
 Fits a linear classifier on spatially averaged features of 2000 single-shape
 synthetic images and reports held-out accuracy on 400 more, for the packaged
-weights (``grader/data/encoder_synthetic.pt``) and for the seeded random
+weights (``grader/course/data/encoder_synthetic.pt``) and for the seeded random
 fallback. This is why the grader ships trained weights.
 
     .venv/bin/python scripts/probe_encoder.py
@@ -21,7 +21,7 @@ from torchvision.models import feature_extraction
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader import encoder, synthetic  # noqa: E402
+from grader.course import encoder, synthetic  # noqa: E402
 
 
 def single_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ course's architecture and ImageNet normalisation) to say, for each cell of the
 4x4 feature grid, which colour and shape has its centre there (or none), on
 freshly generated synthetic images; then it sets the batch-norm statistics from
 one large batch and writes the weights in float16 to
-``grader/data/encoder_synthetic.pt``. The file is a build artefact like the
+``grader/course/data/encoder_synthetic.pt``. The file is a build artefact like the
 expected values: committed, and the grader only reads it. The committed file
 came from the defaults (3000 steps, 743 s on 2 threads, held-out cells 96.6%).
 
@@ -31,9 +31,9 @@ from torchvision.models import feature_extraction
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader import encoder, synthetic  # noqa: E402
+from grader.course import encoder, synthetic  # noqa: E402
 
-OUT = ROOT / "grader" / "data" / "encoder_synthetic.pt"
+OUT = ROOT / "grader" / "course" / "data" / "encoder_synthetic.pt"
 GRID, CELL = 4, synthetic.IMAGE_SIZE / 4
 COLOURS, SHAPES = list(synthetic.COLOURS), synthetic.SHAPES
 CLASSES = 1 + len(COLOURS) * len(SHAPES)  # 0 = no object centred in the cell

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from grader.loader import load_module
+from grader.worker.loader import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "reference" / "rnn_lstm_captioning.py"

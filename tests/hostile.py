@@ -172,13 +172,14 @@ CASES = [
         "import_grader_internals", "import grader internals to change results", "stub",
         "the worker's copy of grader is not the harness's; grader files are root's",
         at_import=(
-            "import grader.compare, grader.protocol, grader.probes\n"
-            "grader.compare.close = lambda *a, **k: 0.0\n"
-            "grader.compare.equal = lambda *a, **k: None\n"
+            "import grader.harness.judging, grader.protocol, grader.worker.probes\n"
+            "grader.harness.judging.close = lambda *a, **k: 0.0\n"
+            "grader.harness.judging.equal = lambda *a, **k: None\n"
             "import os as _o\n"
-            "for _f in ('compare.py', 'plugin.py'):\n"
+            "_d = _o.path.dirname(grader.harness.judging.__file__)\n"
+            "for _f in ('judging.py', 'plugin.py'):\n"
             "    try:\n"
-            "        with open(_o.path.join(_o.path.dirname(grader.compare.__file__), _f),\n"
+            "        with open(_o.path.join(_d, _f),\n"
             "                  'a') as _h:\n"
             "            _h.write('\\nclose = lambda *a, **k: 0.0\\n')\n"
             "    except OSError as _e:\n"

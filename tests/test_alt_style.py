@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grader.engine import run_checks
-from grader.plugin import load_rubric
+from grader.harness.engine import run_checks
+from grader.harness.plugin import load_rubric
 
 ALT = Path(__file__).resolve().parent / "solutions" / "alt_style_rnn_lstm_captioning.py"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import GradeOptions, grade_all
-from grader.plugin import load_rubric
+from grader.batch.grading import GradeOptions, grade_all
+from grader.harness.plugin import load_rubric
 from tests.conftest import REFERENCE, STUB
 from tests.hostile import BY_NAME as HOSTILE
 from tests.test_hostile import any_sandboxed_pids
@@ -92,7 +92,7 @@ def test_every_input_gets_exactly_one_row_with_the_right_status(mixed):
 
 
 def test_warm_workers_only_where_a_core_is_free(monkeypatch):
-    from grader import batch
+    from grader.batch import grading as batch
 
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
     assert batch.should_warm(1, None) and batch.should_warm(3, None)
@@ -239,7 +239,7 @@ def test_options_leave_out_what_was_switched_off():
 
 
 def test_the_demo_class_is_built_from_the_reference(tmp_path):
-    from grader.examples import BUGS, write_examples
+    from grader.authoring.examples import BUGS, write_examples
 
     described = write_examples(REFERENCE, STUB, tmp_path / "class")
     names = sorted(p.stem for p in (tmp_path / "class").iterdir())

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from grader.engine import run_checks
-from grader.plugin import load_rubric
+from grader.harness.engine import run_checks
+from grader.harness.plugin import load_rubric
 from tests.variants import VARIANTS, Variant, only_expression, reference_source, write_variant
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from grader import dataset, synthetic
-from grader.dataset import DataError
-from grader.training import decode_captions
+from grader.course import dataset, synthetic
+from grader.course.dataset import DataError
+from grader.course.training import decode_captions
 
 
 @pytest.fixture(scope="module")

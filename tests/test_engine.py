@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader import expected as ex
-from grader.engine import run_checks
-from grader.plugin import load_rubric
+from grader.harness import expected as ex
+from grader.harness.engine import run_checks
+from grader.harness.plugin import load_rubric
 from grader.protocol import decode
 
 from .conftest import REFERENCE, STUB

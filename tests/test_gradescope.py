@@ -12,9 +12,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from grader import expected as ex
-from grader import gradescope
-from grader.engine import catalogue
+from grader.harness import expected as ex
+from grader.harness.engine import catalogue
+from grader.integrations import gradescope
 from tests import freshvenv
 from tests.conftest import REFERENCE, ROOT
 from tests.hostile import BY_NAME as HOSTILE

@@ -6,8 +6,8 @@ import shutil
 
 import torch
 
-from grader.engine import run_checks
-from grader.lossfile import FILENAME
+from grader.course.lossfile import FILENAME
+from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE
 
 ONLY = "submission_file or rnn_forward_public"

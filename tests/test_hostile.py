@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from grader import sandbox
-from grader.archive import ArchiveError, safe_extract
-from grader.engine import run_checks
-from grader.lossfile import FILENAME
+from grader.batch.archive import ArchiveError, safe_extract
+from grader.course.lossfile import FILENAME
+from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE, STUB
 from tests.hostile import ATTACKED, BY_NAME, CASES, HONEST, ONLY, Hostile
 

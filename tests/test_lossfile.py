@@ -1,4 +1,4 @@
-"""Tests for grader.lossfile: safe loading and judging of the student's loss-history file."""
+"""Tests for grader.course.lossfile: safe loading and judging of the student's loss-history file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader.lossfile import (
+from grader.course.lossfile import (
     FILENAME,
     KEYS,
     LossFileError,

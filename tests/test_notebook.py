@@ -12,9 +12,10 @@ import nbformat
 import pytest
 import torch
 
-from grader import lossfile, notebook_runner
-from grader import notebook_support as ns
-from grader.engine import run_checks
+from grader.course import lossfile
+from grader.harness.engine import run_checks
+from grader.notebook import runner as notebook_runner
+from grader.notebook import support as ns
 from tests.conftest import REFERENCE
 
 ROOT = Path(__file__).resolve().parent.parent

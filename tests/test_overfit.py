@@ -13,8 +13,8 @@ import math
 
 import pytest
 
-from grader import overfit
-from grader.engine import run_checks
+from grader.course import overfit
+from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE, STUB
 from tests.variants import Variant, by_name, write_variant
 
@@ -116,7 +116,8 @@ def test_blind_floor_is_what_the_captions_allow(cell):
 
 @pytest.mark.parametrize("cell", ["rnn"])
 def test_overfit_probe_memo_is_exact(ref, cell, monkeypatch):
-    from grader import encoder, probes
+    from grader.course import encoder
+    from grader.worker import probes
 
     monkeypatch.setattr(ref, "ImageEncoder", encoder.ImageEncoder)
     setup = overfit.SETUPS[cell]

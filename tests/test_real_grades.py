@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.engine import run_checks
-from grader.plugin import load_rubric
+from grader.harness.engine import run_checks
+from grader.harness.plugin import load_rubric
 from grader.results import SubmissionResult
 from tests.correct_variants import CORRECT, MUTATE_ARGUMENTS, Correct
 from tests.variants import only_expression, reference_source

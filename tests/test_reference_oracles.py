@@ -22,7 +22,7 @@ from torch import nn
 from torch.autograd import gradcheck
 from torch.func import functional_call
 
-from grader import course_inputs as ci
+from grader.course import inputs as ci
 
 from .oracles import (
     Decoder,

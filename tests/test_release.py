@@ -15,10 +15,11 @@ import pytest
 import torch
 import yaml
 
-from grader import classroom, release
-from grader import expected as ex
-from grader.engine import catalogue
-from grader.stubgen import find_regions
+from grader.authoring import release
+from grader.authoring.stubgen import find_regions
+from grader.harness import expected as ex
+from grader.harness.engine import catalogue
+from grader.integrations import classroom
 from tests import freshvenv
 from tests.conftest import REFERENCE, ROOT, STUB
 
@@ -76,7 +77,7 @@ def test_the_release_holds_the_student_files_only(bundle):
     with zipfile.ZipFile(bundle / wheel) as zf:
         names = zf.namelist()
     assert all(n.startswith(("grader/", "capgrade-")) for n in names)
-    assert "grader/expected/public.pt" in names and "grader/rubric.toml" in names
+    assert "grader/expected/public.pt" in names and "grader/checks/rubric.toml" in names
     assert not any("reference" in n or "hidden" in n for n in names)
 
 

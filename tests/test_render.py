@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from rich.console import Console
 
-from grader.render import (
+from grader.results import CheckResult, SubmissionResult
+from grader.results.render import (
     RENDERERS,
     build_table,
     clean,
@@ -22,7 +23,6 @@ from grader.render import (
     render_table,
     write,
 )
-from grader.results import CheckResult, SubmissionResult
 
 # Markup and XML specials, a CDATA terminator, quotes, NUL, an ANSI colour, a vertical tab.
 NASTY = 'expected <0.5 & got "1" ]]> \x00here\x1b[31m red\x1b[0m\x0b\nsecond line [bold]x[/]'
@@ -352,14 +352,14 @@ def test_an_advisory_shows_in_every_format_and_never_fails():
     assert "worth no points" in case.find("system-out").text
     assert root.find("testsuite").get("failures") == "0"
     assert render_csv_row(result)["temporal_softmax_loss_hidden[none]"] == "advisory"
-    from grader.render import render_markdown
+    from grader.results.render import render_markdown
     assert "advisory" in render_markdown(result)
     back = SubmissionResult.from_dict(json.loads(render_json(result)))
     assert back.checks[1].advisory and back.checks[1].requires == "not required"
 
 
 def test_feedback_page_shows_advisories():
-    from grader.reports import feedback_html
+    from grader.results.reports import feedback_html
 
     page = feedback_html("alice", "graded", "", _with_advisory().to_dict())
     assert "class='advisory'" in page and "worth no points" in page

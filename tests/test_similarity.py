@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import similarity as sim
+from grader.batch import similarity as sim
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "reference" / "rnn_lstm_captioning.py"

@@ -10,10 +10,10 @@ import shutil
 import pytest
 import torch
 
-from grader import course_inputs as ci
+from grader.authoring.stubgen import STUB_MARKER, StubError, find_regions, make_stub
 from grader.cli import main as cli_main
-from grader.loader import load_module
-from grader.stubgen import STUB_MARKER, StubError, find_regions, make_stub
+from grader.course import inputs as ci
+from grader.worker.loader import load_module
 
 from .conftest import REFERENCE, STUB
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.engine import run_checks
-from grader.plugin import load_rubric
+from grader.harness.engine import run_checks
+from grader.harness.plugin import load_rubric
 from grader.results import SubmissionResult
 
 STUDENTS = sorted((Path(__file__).resolve().parent / "solutions" / "students").glob("s*.py"))

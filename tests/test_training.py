@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from grader import encoder, overfit, plots
-from grader.training import decode_captions, freeze_image_encoder, train_captioner
+from grader.course import encoder, overfit, plots
+from grader.course.training import decode_captions, freeze_image_encoder, train_captioner
 
 
 class Recorder(nn.Module):

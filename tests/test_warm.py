@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from grader import harness, sandbox
-from grader.batch import GradeOptions
-from grader.engine import run_checks
+from grader import sandbox
+from grader.batch.grading import GradeOptions
+from grader.harness import client as harness
+from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE
 from tests.test_hostile import leftover_dirs, wait_for_no_sandbox
 from tests.variants import by_name, write_variant
@@ -46,7 +47,7 @@ def warm():
 
 
 def harness_hidden() -> Path:
-    from grader.batch import hidden_path
+    from grader.batch.grading import hidden_path
 
     return hidden_path(GradeOptions())
 

@@ -23,7 +23,7 @@ class Variant:
     description: str
     old: str
     new: str
-    #: Check ids (as in grader/rubric.toml) that must not pass for this bug.
+    #: Check ids (as in grader/checks/rubric.toml) that must not pass for this bug.
     catch: tuple[str, ...]
     #: Check ids that must still pass (the bug is only a rule violation, not wrong values).
     must_pass: tuple[str, ...] = ()

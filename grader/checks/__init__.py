@@ -1,1 +1,1 @@
-"""The check catalogue: a pytest suite run in the trusted harness (see grader.plugin)."""
+"""The check catalogue: a pytest suite run in the trusted harness (see grader.harness.plugin)."""

@@ -51,7 +51,7 @@ def vocab(size: int) -> dict[str, int]:
 
 def call(submission, what: str, probe: str, **params):
     """Run a probe in the worker; a failure of the student's code becomes a CheckFailure."""
-    from grader.compare import require_ok
+    from grader.harness.judging import require_ok
 
     return require_ok(submission.call(probe, **params), what)
 
@@ -63,7 +63,7 @@ def check_grads(expect, grads: dict, what: str, tolerance: dict[str, float],
     ``outputs`` (what the function returned) are checked first: a missing output,
     not a cut graph, is then why no gradient arrived.
     """
-    from grader.compare import CheckFailure, as_tensor
+    from grader.harness.judging import CheckFailure, as_tensor
 
     if outputs is not None:
         for i, out in enumerate(outputs if isinstance(outputs, (tuple, list)) else [outputs]):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from grader import course_inputs as ci
 from grader.checks.inputs import F64, call, check_grads, randn, tol
-from grader.compare import CheckFailure, as_tensor
+from grader.course import inputs as ci
+from grader.harness.judging import CheckFailure, as_tensor
 
 PARAMS = ("Wx", "Wh", "Wattn", "b")
 

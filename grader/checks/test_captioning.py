@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grader import course_inputs as ci
 from grader.checks.inputs import F32, F64, LOSS32, call, randint, randn, vocab
-from grader.compare import CheckFailure, as_tensor, close, match_by_shape
+from grader.course import inputs as ci
+from grader.harness.judging import CheckFailure, as_tensor, close, match_by_shape
 
 CELLS = ["rnn", "lstm", "attn"]
 SMALL = {"input_dim": 400, "wordvec_dim": 6, "hidden_dim": 5}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grader import course_inputs as ci
 from grader.checks.inputs import F32, F64, call, check_grads, randint, randn
-from grader.compare import CheckFailure, as_tensor
+from grader.course import inputs as ci
+from grader.harness.judging import CheckFailure, as_tensor
 
 
 def test_word_embedding_public(submission, expect, device):

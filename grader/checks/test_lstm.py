@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from grader import course_inputs as ci
 from grader.checks.inputs import F64, call, check_grads, randn, tol
+from grader.course import inputs as ci
 
 PARAMS = ("Wx", "Wh", "b")
 

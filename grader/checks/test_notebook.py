@@ -1,14 +1,14 @@
 """Notebook checks: the grader executes the submitted notebook itself, in grading mode.
 
 ``rnn_lstm_captioning.ipynb`` (next to the module, or ``--notebook``) runs in a
-sandboxed kernel with the submitted module beside it (``grader.notebook_runner``);
+sandboxed kernel with the submitted module beside it (``grader.notebook.runner``);
 its stored outputs are never read. Then:
 
 - ``notebook_executes``: every code cell's execute reply says ``ok``;
 - ``notebook_writes_losses``: that execution wrote
   ``rnn_lstm_attention_submission.pt`` with the grading-mode histories;
 - ``notebook_losses_reproduce``: those losses are the ones the grader gets when
-  it trains the same configuration (``grader.notebook_support.GRADING``) on the
+  it trains the same configuration (``grader.notebook.support.GRADING``) on the
   same module in its own worker, so numbers the notebook made up fail.
 
 Slow (a minute or two): run by ``capgrade check --all`` or ``--only notebook``.
@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from grader import lossfile, notebook_runner, sandbox
-from grader import notebook_support as ns
+from grader import sandbox
 from grader.checks.inputs import call
-from grader.compare import CheckFailure
+from grader.course import lossfile
+from grader.harness.judging import CheckFailure
+from grader.notebook import runner as notebook_runner
+from grader.notebook import support as ns
 
 #: Relative tolerance between the notebook's losses and the grader's re-run.
 #: Both run the same code with the same thread count on one machine, so they agree
@@ -97,7 +99,7 @@ def test_notebook_writes_losses(notebook_run):
 
 def grader_losses(submission, device: str = "cpu") -> dict[str, list[float]]:
     """The grader's own run of the notebook's grading-mode training, on the submitted module."""
-    from grader.dataset import load_synthetic
+    from grader.course.dataset import load_synthetic
 
     run = ns.GRADING
     data = load_synthetic(run.n_train, run.n_val, run.data_seed)

@@ -1,6 +1,6 @@
 """Overfit checks: the grader trains the submission's CaptioningRNN and judges the loss.
 
-Setups, bounds and why they mean something: ``grader/overfit.py``; the
+Setups, bounds and why they mean something: ``grader/course/overfit.py``; the
 calibration over seeds and layer-creation orders: ``overfit_calibration.md``
 next to this file. Slow (seconds each): run by ``capgrade check --all`` or
 ``--only overfit``.
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from grader import overfit
 from grader.checks.inputs import call
-from grader.compare import CheckFailure
+from grader.course import overfit
+from grader.harness.judging import CheckFailure
 
 #: A student's training may be much slower than the reference's few seconds.
 OVERFIT_TIMEOUT = 120.0

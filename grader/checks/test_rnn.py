@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from grader import course_inputs as ci
 from grader.checks.inputs import F64, NUMERIC, call, randn, tol
-from grader.compare import close
+from grader.course import inputs as ci
+from grader.harness.judging import close
 
 ARGS = ("x", "prev_h", "Wx", "Wh", "b")
 SEQ_ARGS = ("x", "h0", "Wx", "Wh", "b")
@@ -33,7 +33,7 @@ def _backward(submission, expect, device, forward, backward, names, grad_names, 
                autograd=autograd, device=device, dtype=dtype)
     manual = out["manual"]
     if not isinstance(manual, (tuple, list)) or len(manual) != len(grad_names):
-        from grader.compare import CheckFailure
+        from grader.harness.judging import CheckFailure
         raise CheckFailure(f"{backward}: should return the {len(grad_names)} gradients "
                            f"({', '.join(grad_names)}), got {type(manual).__name__}")
     for i, name in enumerate(grad_names):

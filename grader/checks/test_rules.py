@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from grader.checks.inputs import call
-from grader.compare import CheckFailure
+from grader.harness.judging import CheckFailure
 
 
 def test_from_scratch_public(submission):

@@ -1,6 +1,6 @@
 """The hand-in's loss file, ``rnn_lstm_attention_submission.pt``, next to the module.
 
-Read with torch's restricted unpickler only (``grader.lossfile``): a malicious
+Read with torch's restricted unpickler only (``grader.course.lossfile``): a malicious
 file fails these checks and can do nothing else. The rules (length, the
 course's final-loss bounds, a curve that goes down) come from the rubric's
 ``[submission_file]`` table. Run by ``capgrade check --all`` or
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from grader import lossfile
-from grader.compare import CheckFailure
+from grader.course import lossfile
+from grader.harness.judging import CheckFailure
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def loss_file(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="module")
 def rules(request: pytest.FixtureRequest) -> lossfile.LossFileRules:
-    from grader.plugin import load_rubric_table
+    from grader.harness.plugin import load_rubric_table
 
     table = load_rubric_table(Path(request.config.getoption("rubric")), "submission_file")
     return lossfile.LossFileRules.from_mapping(table)

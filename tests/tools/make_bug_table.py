@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.engine import run_checks
+from grader.harness.engine import run_checks
 from tests.variants import VARIANTS, write_variant
 
 

@@ -1,0 +1,293 @@
+"""The trusted side of the trust boundary: drives a worker, never runs student code.
+
+``Submission`` starts ``python -m grader.worker.process`` in its own session, temp dir
+and scrubbed environment, sends it probe calls over a pipe and decodes the
+plain-data replies. A worker that hangs past the timeout, crashes or exits
+fails the call in progress with ``WorkerFailure``; the next call starts a fresh
+worker, so the remaining checks still run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from grader import protocol, sandbox
+
+IMPORT_TIMEOUT = 120.0
+CALL_TIMEOUT = 15.0
+
+
+class WorkerFailure(Exception):
+    """The worker hung, crashed or exited while answering: the check cannot judge."""
+
+
+@dataclass
+class Outcome:
+    """A probe's reply: ``value`` when ok, else ``error`` (type, message, student frames)."""
+
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] = field(default_factory=dict)
+    output: str = ""
+    duration: float = 0.0
+
+    @property
+    def not_implemented(self) -> bool:
+        return not self.ok and bool(self.error.get("not_implemented"))
+
+
+class Submission:
+    """A proxy for the student's module living in a worker process."""
+
+    def __init__(self, path: str | Path, timeout: float = CALL_TIMEOUT, device: str = "cpu",
+                 secrets: tuple[Path, ...] = sandbox.DEFAULT_SECRETS):
+        self.path = Path(path).resolve()
+        self.timeout = timeout
+        self.cuda = device.startswith("cuda")
+        self.secrets = tuple(secrets)
+        self.sandbox: sandbox.Sandbox | None = None
+        self._worker: _Worker | None = None
+        self._stderr = None
+        self.proc: subprocess.Popen | None = None
+        self.import_outcome: Outcome | None = None
+        self.restarts = 0
+        self.isolation: list[str] = []
+        self._output: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Outcome:
+        """Start a worker (or take the warm one) and import the submission in it."""
+        self.close()
+        worker = _take_warm(self.cuda, self.secrets) or _Worker.launch(self.cuda, self.secrets)
+        if _KEEP_WARM:
+            _start_warm(self.cuda, self.secrets)  # warms up while this one is graded
+        self._worker = worker
+        self.sandbox, self.proc, self._stderr = worker.sandbox, worker.proc, worker.stderr
+        self._requests, self._replies = worker.requests, worker.replies
+        self.isolation = list(worker.sandbox.layers)
+        # The worker imports its own copy: the original's folder may be closed to it.
+        module = worker.home / self.path.name
+        shutil.copyfile(self.path, module)
+        if worker.owner is not None:
+            os.chown(module, *worker.owner)
+        try:
+            self._requests.send_bytes(protocol.encode({"op": "import", "path": str(module)}))
+            self.import_outcome = self._receive(IMPORT_TIMEOUT, "importing the submission")
+        except (WorkerFailure, OSError) as exc:
+            self.close()
+            self.import_outcome = Outcome(False, error={"type": "WorkerFailure",
+                                                        "message": str(exc), "frames": []})
+        if not self.import_outcome.ok:
+            self.import_outcome.error["stage"] = "import"
+        return self.import_outcome
+
+    def close(self) -> None:
+        """Kill the worker's whole sandbox and remove its temp dir."""
+        if self._worker is not None:
+            self._worker.close()
+        self._worker = None
+        self.proc = self._stderr = None
+
+    def __enter__(self) -> Submission:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- calls ---------------------------------------------------------------------
+
+    def _receive(self, timeout: float, doing: str) -> Outcome:
+        start = time.monotonic()
+        assert self.proc is not None
+        try:
+            ready = self._replies.poll(timeout)
+            data = self._replies.recv_bytes() if ready else None
+        except (EOFError, OSError):
+            data = b""
+        if data is None:
+            self.close()
+            raise WorkerFailure(f"timed out after {timeout:g} s while {doing} "
+                                "(an infinite loop, or far too slow)")
+        if not data:
+            code = self.proc.wait(timeout=5)
+            # The sandbox's init reports a child killed by signal N as exit code 128 + N.
+            signum = -code if code < 0 else code - 128 if code > 128 else 0
+            detail = f"killed by signal {signum}" if signum else f"exited with code {code}"
+            tail = self._stderr_tail()
+            self.close()
+            raise WorkerFailure(f"the worker process {detail} while {doing} "
+                                "(sys.exit/os._exit, a crash, or running out of memory)"
+                                + (f"; its last words: {tail}" if tail else ""))
+        try:
+            reply = protocol.decode(data)
+        except Exception as exc:
+            self.close()
+            raise WorkerFailure(f"the worker sent a reply that is not plain data ({exc})") from exc
+        return Outcome(ok=bool(reply.get("ok")), value=reply.get("value"),
+                       error=reply.get("error") or {}, output=reply.get("output", ""),
+                       duration=time.monotonic() - start)
+
+    def _stderr_tail(self, chars: int = 600) -> str:
+        """The end of what the worker wrote to its stderr outside Python's capture."""
+        stream = self._stderr
+        if stream is None:
+            return ""
+        stream.flush()
+        stream.seek(max(0, os.fstat(stream.fileno()).st_size - chars))
+        return stream.read().decode(errors="replace").strip()
+
+    def _ensure_started(self) -> Outcome:
+        if self.import_outcome is not None and not self.import_outcome.ok:
+            return self.import_outcome  # an import that failed once is not retried
+        if self.proc is None or self.proc.poll() is not None:
+            if self.import_outcome is not None:
+                self.restarts += 1
+            return self.start()
+        assert self.import_outcome is not None
+        return self.import_outcome
+
+    def call(self, probe: str, timeout: float | None = None, **params: Any) -> Outcome:
+        """Run ``grader.worker.probes.<probe>(module, **params)`` in the worker."""
+        imported = self._ensure_started()
+        if not imported.ok:
+            return imported
+        self._requests.send_bytes(protocol.encode({"op": "call", "probe": probe,
+                                                   "params": params}))
+        outcome = self._receive(timeout or self.timeout, f"running {probe}")
+        if outcome.output:
+            self._output.append(outcome.output)
+        return outcome
+
+    def take_output(self) -> str:
+        """Student output captured since the last call of this method."""
+        text, self._output = "".join(self._output), []
+        return text
+
+    def usage(self) -> list[dict[str, Any]]:
+        """Forbidden-API uses the worker has seen so far."""
+        self._ensure_started()
+        self._requests.send_bytes(protocol.encode({"op": "usage"}))
+        return self._receive(self.timeout, "reporting API usage").value or []
+
+
+# -- the workers: started cold, or one kept warm ------------------------------------------
+
+
+class _Worker:
+    """One sandboxed worker process, started and waiting for its import request."""
+
+    def __init__(self, cuda: bool, secrets: tuple[Path, ...]):
+        self.key = (cuda, secrets)
+        self.tmp = tempfile.TemporaryDirectory(prefix="capgrade-worker-")
+        os.chmod(self.tmp.name, 0o711)  # an unprivileged worker must reach its home inside
+        self.home = Path(self.tmp.name) / "home"
+        self.home.mkdir()
+        self.sandbox = sandbox.Sandbox(self.home, secrets=secrets, cuda=cuda)
+        ids = sandbox.unprivileged_ids()
+        self.owner = (ids[0], ids[1]) if ids is not None else None
+        self.stderr = open(Path(self.tmp.name) / "stderr.log", "w+b")  # noqa: SIM115
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def launch(cls, cuda: bool, secrets: tuple[Path, ...]) -> _Worker:
+        worker = cls(cuda, secrets)
+        command = worker.sandbox.command(
+            [sys.executable, "-m", "grader.worker.process", "--request-fd", "{request}",
+             "--reply-fd", "{reply}"])
+        req_read, req_write = os.pipe()
+        rep_read, rep_write = os.pipe()
+        command = [a.format(request=req_read, reply=rep_write) if a.startswith("{") else a
+                   for a in command]
+        worker.proc = subprocess.Popen(
+            command,
+            pass_fds=(req_read, rep_write),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=worker.stderr,  # student output is captured inside the worker
+            cwd=worker.home,
+            env=worker.sandbox.environment(),
+            start_new_session=True,
+        )
+        os.close(req_read)
+        os.close(rep_write)
+        worker.requests = Connection(req_write, readable=False)
+        worker.replies = Connection(rep_read, writable=False)
+        return worker
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.requests.close()
+            self.replies.close()
+            self.sandbox.kill(self.proc.pid)
+            self.proc.wait()
+            self.proc = None
+        self.stderr.close()
+        self.tmp.cleanup()
+
+
+_KEEP_WARM = False
+_WARM: _Worker | None = None
+
+
+def grading_secrets(hidden_expected: str | Path) -> tuple[Path, ...]:
+    """What a grading worker must not see: the checkout's secrets and the hidden values."""
+    return (*sandbox.DEFAULT_SECRETS, Path(hidden_expected).resolve())
+
+
+def keep_warm(enabled: bool = True) -> None:
+    """Keep one worker started ahead (torch imported, no submission yet) in this process.
+
+    For batch grading: a submission then starts in the time an import takes,
+    while the next worker warms up beside it. Each worker still serves one
+    submission in its own fresh sandbox. Off by default: a single check run
+    would only waste the spare.
+    """
+    global _KEEP_WARM
+    _KEEP_WARM = enabled
+    if not enabled:
+        discard_warm()
+
+
+def discard_warm() -> None:
+    """Stop the warm worker, if any (also at exit)."""
+    global _WARM
+    if _WARM is not None:
+        _WARM.close()
+        _WARM = None
+
+
+def _take_warm(cuda: bool, secrets: tuple[Path, ...]) -> _Worker | None:
+    global _WARM
+    worker, _WARM = _WARM, None
+    if worker is not None and (worker.key != (cuda, tuple(secrets)) or not worker.alive()):
+        worker.close()
+        worker = None
+    return worker
+
+
+def prepare_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
+    """Start the warm worker now, for submissions graded with these settings."""
+    _start_warm(cuda, secrets)
+
+
+def _start_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
+    global _WARM
+    discard_warm()
+    _WARM = _Worker.launch(cuda, tuple(secrets))
+
+
+atexit.register(discard_warm)

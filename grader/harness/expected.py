@@ -1,0 +1,88 @@
+"""Expected values: recorded from the reference by `capgrade build`, then held by the harness.
+
+Public values ship in ``grader/expected/public.pt``; hidden ones live in
+``reference/expected/hidden.pt`` (instructors only). Both are ``torch.save``
+dicts of tensors, loaded with ``weights_only=True``, with a ``__meta__`` entry
+(generator version, torch version, seeds, checksums of the reference and of
+the code that defines the checks) that the staleness test compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGE = Path(__file__).resolve().parent.parent
+PUBLIC_PATH = PACKAGE / "expected" / "public.pt"
+HIDDEN_PATH = Path("reference") / "expected" / "hidden.pt"
+META = "__meta__"
+GENERATOR_VERSION = 1
+
+#: Files whose content determines the expected values (besides the reference).
+DEFINING_FILES = ["course/inputs.py", "course/encoder.py", "worker/probes.py",
+                  "checks/inputs.py", "course/synthetic.py", "course/data/encoder_synthetic.pt"]
+
+
+def default_hidden_path() -> Path:
+    """Where the hidden values are when none is named: the installed checkout's reference/.
+
+    An editable install (instructors) has the checkout beside the package, so the
+    values are found from any working directory; otherwise ./reference/expected/.
+    """
+    beside = PACKAGE.parent / HIDDEN_PATH
+    return beside if beside.is_file() else Path.cwd() / HIDDEN_PATH
+
+
+class ExpectedMissing(FileNotFoundError):
+    """Hidden expected values were asked for but are not on this machine."""
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def catalogue_checksum() -> str:
+    """Checksum of the catalogue and of the code that builds its inputs."""
+    digest = hashlib.sha256()
+    files = [PACKAGE / f for f in DEFINING_FILES] + sorted((PACKAGE / "checks").glob("test_*.py"))
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def metadata(reference: Path, seeds: dict[str, list[int]]) -> dict[str, Any]:
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "torch": torch.__version__.split("+")[0],
+        "reference_sha256": sha256(reference),
+        "catalogue_sha256": catalogue_checksum(),
+        "seeds": {k: list(v) for k, v in sorted(seeds.items())},
+    }
+
+
+def load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ExpectedMissing(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save(values: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({META: meta, **dict(sorted(values.items()))}, path)
+
+
+def staleness(path: Path, reference: Path) -> list[str]:
+    """Why the stored values no longer match the reference and catalogue (empty: fresh)."""
+    meta = load(path).get(META, {})
+    reasons = []
+    if meta.get("generator_version") != GENERATOR_VERSION:
+        reasons.append("generator version changed")
+    if meta.get("reference_sha256") != sha256(reference):
+        reasons.append("the reference solution changed")
+    if meta.get("catalogue_sha256") != catalogue_checksum():
+        reasons.append("the check catalogue or its inputs changed")
+    return reasons

@@ -1,0 +1,238 @@
+"""Gradescope: build the autograder bundle, and grade one submission inside it.
+
+Gradescope unpacks the bundle's zip into ``/autograder/source``, runs
+``setup.sh`` once when it builds the image, then for every submission runs
+``/autograder/run_autograder`` as root, with the student's files in
+``/autograder/submission``, and reads ``/autograder/results/results.json``
+(gradescope-autograders.readthedocs.io, "Autograder Specifications"). Here
+``run_autograder`` calls ``python -m grader.integrations.gradescope``, which grades with the
+hidden checks through the same ``run_checks`` as every other mode and always
+leaves a valid results.json: a broken or hostile submission gets its failed
+checks, a grader failure a zero with the reason, never a missing file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from grader import __version__
+
+CONFIG = "capgrade-autograder.json"
+HIDDEN_NAME = "hidden.pt"
+PYTHON = "/opt/capgrade/bin/python"  # the venv setup.sh makes
+TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+#: Seconds after which run_autograder stops grading and reports so: under
+#: Gradescope's default 10-minute limit, past which it would keep no results at all.
+DEADLINE = 540.0
+
+SETUP_SH = """\
+#!/usr/bin/env bash
+# Gradescope runs this once, as root, when it builds the autograder image.
+set -euo pipefail
+cd /autograder/source
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends python3 python3-venv python3-pip util-linux
+python3 -m venv /opt/capgrade
+/opt/capgrade/bin/pip install --disable-pip-version-check torch torchvision \\
+    --index-url {torch_index}
+/opt/capgrade/bin/pip install --disable-pip-version-check ./{wheel}
+# The hidden expected values are root's alone; student code runs as nobody.
+chmod 700 /autograder/source
+chmod 600 /autograder/source/{hidden}
+"""
+
+RUN_AUTOGRADER = """\
+#!/usr/bin/env bash
+# Gradescope runs this per submission, as root. It always leaves results/results.json.
+# CAPGRADE_AUTOGRADER_ROOT and CAPGRADE_PYTHON override the paths (tests, trial runs).
+set -u
+ROOT="${{CAPGRADE_AUTOGRADER_ROOT:-/autograder}}"
+PYTHON="${{CAPGRADE_PYTHON:-{python}}}"
+RESULTS="$ROOT/results/results.json"
+mkdir -p "$ROOT/results"
+rm -f "$RESULTS"
+"$PYTHON" -m grader.integrations.gradescope --root "$ROOT"
+status=$?
+if [ ! -s "$RESULTS" ]; then
+  # Python itself could not start: still a valid results.json, and the reason.
+  printf '%s\\n' "{{\\"score\\": 0, \\"output\\": \\"The autograder could not start (exit status \
+$status): your submission was not graded. Please tell your instructor.\\", \\"tests\\": []}}" \\
+    > "$RESULTS"
+fi
+exit 0
+"""
+
+
+def build_bundle(out: Path, hidden: Path, slow: bool = True, notebook: bool = True,
+                 timeout: float | None = None, deadline: float = DEADLINE) -> Path:
+    """Write the autograder zip: setup.sh, run_autograder, the wheel, hidden values, config."""
+    from grader.authoring.release import ReleaseError, build_wheel
+    from grader.harness import expected as ex
+
+    if not hidden.is_file():
+        raise ReleaseError(f"hidden expected values not found at {hidden}: run `capgrade build` "
+                           "in the instructors' checkout first")
+    ex.load(hidden)  # a damaged file fails here, not on Gradescope
+    config = {"capgrade": __version__, "slow": slow, "notebook": notebook, "timeout": timeout,
+              "deadline": deadline, "hidden_expected": HIDDEN_NAME}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="capgrade-gradescope-") as tmp:
+        wheel = build_wheel(Path(tmp))
+        files = {
+            "setup.sh": (SETUP_SH.format(torch_index=TORCH_INDEX, wheel=wheel.name,
+                                         hidden=HIDDEN_NAME).encode(), 0o755),
+            "run_autograder": (RUN_AUTOGRADER.format(python=PYTHON).encode(), 0o755),
+            CONFIG: ((json.dumps(config, indent=2) + "\n").encode(), 0o644),
+            HIDDEN_NAME: (hidden.read_bytes(), 0o600),
+            wheel.name: (wheel.read_bytes(), 0o644),
+        }
+        partial = out.with_name(out.name + ".part")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, (data, mode) in files.items():
+                info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+                info.external_attr = (stat.S_IFREG | mode) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, data)
+        os.replace(partial, out)
+    return out
+
+
+# -- inside Gradescope ---------------------------------------------------------------------
+
+
+def _failure(message: str, started: float) -> dict[str, Any]:
+    """A valid results.json for a submission that could not be graded at all."""
+    return {"score": 0.0, "execution_time": round(time.monotonic() - started, 3),
+            "output": message, "output_format": "text", "visibility": "visible",
+            "stdout_visibility": "hidden", "tests": []}
+
+
+def _listing(folder: Path, limit: int = 20) -> str:
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit
+                                        else "")
+    return shown or "none"
+
+
+def _protect(source: Path, hidden: Path) -> None:
+    """Root's alone, whatever setup.sh did: the sandbox user must not read the hidden values."""
+    for path, mode in ((source, 0o700), (hidden, 0o600)):
+        try:
+            os.chmod(path, mode)
+        except OSError:
+            pass
+
+
+def grade(root: Path) -> dict[str, Any]:
+    """Grade ``root``/submission with the bundle in ``root``/source; results.json as a dict."""
+    from grader.batch.grading import GradeOptions
+    from grader.batch.submissions import MODULE_FILE, NOTEBOOK_FILE, find_file
+    from grader.course.lossfile import FILENAME as LOSS_FILE
+    from grader.harness.engine import run_checks
+    from grader.results.render import gradescope_dict
+
+    started = time.monotonic()
+    source, submission = root / "source", root / "submission"
+    config_path = source / CONFIG
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    hidden = source / config.get("hidden_expected", HIDDEN_NAME)
+    _protect(source, hidden)
+    if not submission.is_dir():
+        return _failure(f"No submission folder at {submission}.", started)
+    module = find_file(submission, MODULE_FILE)
+    if module is None:
+        return _failure(f"No {MODULE_FILE} in your submission (files found: "
+                        f"{_listing(submission)}). Upload it with that name and submit again.",
+                        started)
+    options = GradeOptions(slow=config.get("slow", True), notebook=config.get("notebook", True))
+    with tempfile.TemporaryDirectory(prefix="capgrade-notebook-") as notebook_out:
+        result = run_checks(module, include_hidden=True, only=options.only(),
+                            timeout=config.get("timeout"), hidden_expected=hidden,
+                            include_slow=options.slow or options.notebook,
+                            loss_file=find_file(submission, LOSS_FILE),
+                            notebook=find_file(submission, NOTEBOOK_FILE),
+                            notebook_out=Path(notebook_out))
+    if result.status in ("no-hidden-values", "grader-error", "no-checks"):
+        raise RuntimeError(f"{result.status}: {result.message}")
+    return gradescope_dict(result)
+
+
+def write_results(data: dict[str, Any], path: Path) -> None:
+    """Strict JSON, written whole (a partial file is never seen)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False, default=str)
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(text + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _watchdog(deadline: float, results: Path, started: float) -> None:
+    """At the deadline: kill every sandbox, write a zero that says why, end the process."""
+    time.sleep(deadline)
+    from grader import sandbox
+
+    try:
+        write_results(_failure(
+            f"Grading did not finish within {deadline:g} s, so it was stopped: most likely a "
+            "function loops forever or is far too slow (each check that calls it waits for its "
+            "timeout). Your submission was not graded; fix it and submit again, or tell your "
+            "instructor.", started), results)
+    finally:
+        sandbox.kill_all_started()
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="grade one Gradescope submission")
+    parser.add_argument("--root", type=Path, default=Path("/autograder"))
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    results = args.root / "results" / "results.json"
+    try:
+        config = json.loads((args.root / "source" / CONFIG).read_text())
+    except (OSError, ValueError):
+        config = {}
+    threading.Thread(target=_watchdog, daemon=True, args=(
+        float(config.get("deadline") or DEADLINE), results, started)).start()
+    try:
+        data = grade(args.root)
+    except Exception as exc:  # the grader broke: a zero that says so, never no results
+        data = _failure(f"The autograder itself failed ({type(exc).__name__}: {exc}); your "
+                        "submission was not graded. Please tell your instructor.", started)
+    write_results(data, results)
+    print(data.get("output", ""))
+    return 0
+
+
+def unpack_for_trial(bundle: Path, root: Path) -> Path:
+    """Lay out ``bundle`` as Gradescope does (source/, run_autograder) for a local trial."""
+    source = root / "source"
+    if source.exists():
+        shutil.rmtree(source)
+    source.mkdir(parents=True)
+    with zipfile.ZipFile(bundle) as zf:
+        for info in zf.infolist():
+            target = source / info.filename
+            target.write_bytes(zf.read(info))
+            os.chmod(target, (info.external_attr >> 16) & 0o777 or 0o644)
+    shutil.copy2(source / "run_autograder", root / "run_autograder")
+    for sub in ("submission", "results"):
+        (root / sub).mkdir(exist_ok=True)
+    return root / "run_autograder"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

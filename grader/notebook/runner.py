@@ -1,0 +1,414 @@
+"""Execute a submitted notebook safely and report on every cell.
+
+The notebook is untrusted twice over: its code is the student's, and so are
+the outputs stored in it. So the stored outputs are dropped unread, a
+parameters cell switches the notebook to grading mode, and a kernel started
+under the sandbox's limits (``grader.sandbox``: scrubbed environment, a fresh
+temp dir as cwd and HOME, its own session, its process group killed at the
+end) executes it cell by cell with nbclient. Each cell is judged by the
+status of the kernel's execute reply, never by what it printed. A cell that
+raises is recorded and execution goes on; a cell past its timeout is
+interrupted (the kernel is replaced when it does not answer); a kernel that
+dies is replaced; output beyond a cap is dropped; a whole-notebook budget
+bounds the run. The executed copy and an HTML export are kept for a TA.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_core.utils import run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from grader import sandbox
+from grader.contract import MODULE_NAME, NOTEBOOK_FILE
+
+NOTEBOOK_NAME = NOTEBOOK_FILE
+CELL_TIMEOUT = 300.0
+BUDGET = 900.0
+CELL_OUTPUT_CAP = 2_000_000  # characters of output kept per cell (a PNG counts as base64)
+TOTAL_OUTPUT_CAP = 20_000_000  # and for the whole notebook
+PRODUCED_FILE_CAP = 50_000_000  # larger files the notebook writes are not copied out
+GRADING_PARAMETERS: dict[str, Any] = {"GRADING_MODE": True}
+INTERRUPT_GRACE = 5.0  # seconds a timed-out cell's kernel gets to answer after an interrupt
+
+
+@dataclass
+class CellRun:
+    """What happened to one code cell (``index`` counts all cells, from 0)."""
+
+    index: int
+    status: str  # ok | error | timeout | kernel-died | skipped
+    message: str = ""
+    duration: float = 0.0
+    output_chars: int = 0
+    truncated: bool = False
+    first_line: str = ""
+
+
+@dataclass
+class NotebookReport:
+    """The outcome of one execution; ``status`` is ``executed`` or why nothing ran."""
+
+    notebook: str
+    status: str = "executed"  # executed | missing-file | invalid-notebook | kernel-failed
+    message: str = ""
+    cells: list[CellRun] = field(default_factory=list)
+    duration: float = 0.0
+    kernel_restarts: int = 0
+    parameters: dict[str, Any] = field(default_factory=dict)
+    produced: list[str] = field(default_factory=list)  # files the notebook wrote
+    out_dir: str | None = None
+    executed_path: str | None = None
+    html_path: str | None = None
+    isolation: list[str] = field(default_factory=list)
+    kernel_pids: list[int] = field(default_factory=list)  # every kernel started, all killed
+
+    @property
+    def failures(self) -> list[CellRun]:
+        return [c for c in self.cells if c.status != "ok"]
+
+    @property
+    def clean(self) -> bool:
+        return self.status == "executed" and not self.failures
+
+    def file(self, name: str) -> Path | None:
+        """A file the notebook produced, as copied to ``out_dir``."""
+        if self.out_dir is None or name not in self.produced:
+            return None
+        path = Path(self.out_dir) / "produced" / name
+        return path if path.is_file() else None
+
+    def summary(self) -> str:
+        if self.status != "executed":
+            return f"{self.status}: {self.message}"
+        ok = sum(c.status == "ok" for c in self.cells)
+        text = f"{ok}/{len(self.cells)} code cells ran cleanly in {self.duration:.1f} s"
+        if self.kernel_restarts:
+            text += f"; kernel replaced {self.kernel_restarts}x"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _CappedClient(NotebookClient):
+    """An nbclient client that keeps at most a cap of each cell's (and the run's) output."""
+
+    def __init__(self, nb: nbformat.NotebookNode, cell_cap: int, total_cap: int, **kw: Any):
+        super().__init__(nb, **kw)
+        self.cell_cap, self.total_cap = cell_cap, total_cap
+        self.total_chars = 0
+        self.chars: dict[int, int] = {}
+        self.truncated: set[int] = set()
+        self.replies: dict[int, dict] = {}
+        self.on_cell_executed = self._record_reply
+
+    def _record_reply(self, cell: Any, cell_index: int, execute_reply: dict) -> None:
+        self.replies[cell_index] = execute_reply
+
+    def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> Any:
+        size = _message_size(msg)
+        used = self.chars.get(cell_index, 0)
+        self.chars[cell_index] = used + size
+        if used + size > self.cell_cap or self.total_chars + size > self.total_cap:
+            if cell_index not in self.truncated:
+                self.truncated.add(cell_index)
+                outs.append(nbformat.v4.new_output(
+                    "stream", name="stderr",
+                    text=f"\n[capgrade: output beyond {self.cell_cap:,} characters per cell "
+                         f"(or {self.total_cap:,} per notebook) was dropped]\n"))
+            return None
+        self.total_chars += size
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _message_size(msg: dict) -> int:
+    content = msg.get("content", {})
+    if "text" in content:
+        return len(content["text"])
+    if "data" in content:
+        return sum(len(v) if isinstance(v, str) else len(json.dumps(v))
+                   for v in content["data"].values())
+    if "traceback" in content:
+        return sum(len(line) for line in content["traceback"])
+    return 0
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read and validate; raises ValueError with a message a student can act on."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except nbformat.ValidationError as exc:
+        raise ValueError(f"{path.name} does not follow the notebook format "
+                         f"({str(exc).splitlines()[0][:200]}); re-save it from Jupyter") from None
+    except Exception as exc:  # NotJSONError, UnicodeDecodeError, a bad nbformat version ...
+        raise ValueError(f"{path.name} is not a readable Jupyter notebook "
+                         f"({type(exc).__name__}: {str(exc)[:200]}); re-save it from Jupyter "
+                         "or Colab") from None
+    return nb
+
+
+def prepare(nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> nbformat.NotebookNode:
+    """Drop every stored output and inject ``parameters`` after the ``parameters`` cell."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    if not parameters:
+        return nb
+    source = "# Injected by capgrade run-notebook\n" + "\n".join(
+        f"{name} = {value!r}" for name, value in parameters.items())
+    injected = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    nb.cells.insert(tagged[0] + 1 if tagged else 0, injected)
+    return nb
+
+
+def _kernel_spec_dir(root: Path, box: sandbox.Sandbox, conn: Path) -> Path:
+    """A kernelspec for this very interpreter, started inside ``box``'s sandbox."""
+    spec = root / "kernels" / "capgrade"
+    spec.mkdir(parents=True)
+    argv = box.command([sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                       chown=[conn])
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": argv, "display_name": "capgrade sandbox", "language": "python"}))
+    return spec.parent
+
+
+class _Kernel:
+    """Starts, replaces and finally kills the sandboxed kernel behind a client."""
+
+    def __init__(self, client: _CappedClient, box: sandbox.Sandbox, scratch: Path):
+        from jupyter_client.kernelspec import KernelSpecManager
+        from jupyter_client.manager import AsyncKernelManager
+
+        self.client, self.box, self.work = client, box, box.home
+        # The connection file and the unix sockets live where the sandbox's user may go.
+        self.conn = scratch / "conn"
+        self.conn.mkdir()
+        specs = _kernel_spec_dir(scratch, box, self.conn)
+        self.log = scratch / "kernel.log"  # the kernel's own stderr: why it died
+        self.ksm = KernelSpecManager(kernel_dirs=[str(specs)], ensure_native_kernel=False)
+        self.manager_class = AsyncKernelManager
+        self.pids: list[int] = []
+
+    def start(self) -> None:
+        c = self.client
+        c.km = self.manager_class(kernel_name="capgrade", kernel_spec_manager=self.ksm,
+                                  transport="ipc",  # unix sockets: no TCP port to reach
+                                  ip=str(self.conn / "ipc"),
+                                  connection_file=str(self.conn / "kernel.json"))
+        with open(self.log, "ab") as log:
+            c.start_new_kernel(cwd=str(self.work), stdout=log, stderr=log,
+                               env=self.box.environment(IPYTHONDIR=str(self.work / ".ipython")))
+        pid = getattr(c.km.provisioner, "pid", None)
+        if pid is not None:
+            self.pids.append(pid)
+        c.start_new_kernel_client()
+
+    def stop(self) -> None:
+        c = self.client
+        try:
+            if c.km is not None:
+                if c.kc is None:
+                    c.kc = c.km.client()  # _cleanup_kernel only releases km when kc is set
+                c._cleanup_kernel()
+        except Exception:
+            pass
+        finally:
+            c.km = c.kc = None
+            for pid in self.pids:
+                self.box.kill(pid)
+
+    def replace(self) -> None:
+        self.stop()
+        self.start()
+
+    def answers(self, within: float) -> bool:
+        """Interrupt the kernel; True if it is idle again (state kept) within ``within`` s."""
+        c = self.client
+        try:
+            run_sync(c.km.interrupt_kernel)()
+            msg_id = c.kc.kernel_info()
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                reply = run_sync(c.kc.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return True
+        except Exception:
+            return False
+        return False
+
+
+def run_notebook(notebook: str | Path, module: str | Path | None = None,
+                 out_dir: str | Path | None = None, parameters: dict[str, Any] | None = None,
+                 cell_timeout: float = CELL_TIMEOUT, budget: float = BUDGET,
+                 cell_output_cap: int = CELL_OUTPUT_CAP,
+                 total_output_cap: int = TOTAL_OUTPUT_CAP, html: bool = True,
+                 secrets: tuple[Path, ...] = sandbox.DEFAULT_SECRETS) -> NotebookReport:
+    """Execute ``notebook`` in a sandboxed kernel; never raises for a broken notebook.
+
+    ``module`` (default: ``rnn_lstm_captioning.py`` beside the notebook) is
+    copied next to the notebook in a fresh temp dir, the kernel's cwd.
+    ``parameters`` default to grading mode. Results land in ``out_dir``:
+    ``executed.ipynb``, ``executed.html``, ``notebook_report.json`` and the
+    files the notebook wrote under ``produced/``. ``secrets`` are hidden from
+    the kernel where the host allows (see ``grader.sandbox``).
+    """
+    notebook = Path(notebook)
+    parameters = dict(GRADING_PARAMETERS if parameters is None else parameters)
+    report = NotebookReport(notebook=str(notebook), parameters=parameters)
+    start = time.monotonic()
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="capgrade-nb-"))
+    out.mkdir(parents=True, exist_ok=True)
+    report.out_dir = str(out)
+    module = Path(module) if module is not None else notebook.parent / f"{MODULE_NAME}.py"
+    if not notebook.is_file():
+        report.status, report.message = "missing-file", f"no notebook at {notebook}"
+        return _finish(report, None, out, start, html)
+    try:
+        nb = prepare(read_notebook(notebook), parameters)
+    except ValueError as exc:
+        report.status, report.message = "invalid-notebook", str(exc)
+        return _finish(report, None, out, start, html)
+
+    scratch = Path(tempfile.mkdtemp(prefix="capgrade-kernel-"))
+    scratch.chmod(0o711)  # an unprivileged kernel must reach its folders inside
+    work = scratch / "work"
+    work.mkdir()
+    if module.is_file():
+        shutil.copyfile(module, work / f"{MODULE_NAME}.py")
+    client = _CappedClient(nb, cell_output_cap, total_output_cap, allow_errors=True,
+                           interrupt_on_timeout=False, startup_timeout=120,
+                           resources={"metadata": {"path": str(work)}},
+                           shutdown_kernel="immediate")
+    box = sandbox.Sandbox(work, secrets=tuple(secrets))
+    kernel = _Kernel(client, box, scratch)
+    report.isolation = box.layers
+    try:
+        try:
+            kernel.start()
+        except Exception as exc:
+            report.status = "kernel-failed"
+            report.message = f"the kernel did not start ({type(exc).__name__}: {exc})"
+            return _finish(report, nb, out, start, html)
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            report.cells.append(_run_cell(client, kernel, report, cell, index, start,
+                                          cell_timeout, budget))
+    finally:
+        kernel.stop()
+        report.kernel_pids = list(kernel.pids)
+        _collect_produced(work, out, report)
+        _keep_log_tail(kernel.log, out / "kernel.log")
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _finish(report, nb, out, start, html)
+
+
+def _run_cell(client: _CappedClient, kernel: _Kernel, report: NotebookReport,
+              cell: nbformat.NotebookNode, index: int, start: float, cell_timeout: float,
+              budget: float) -> CellRun:
+    run = CellRun(index=index, status="ok", first_line=cell.source.strip().splitlines()[0][:80])
+    left = budget - (time.monotonic() - start)
+    if left <= 1:
+        run.status, run.message = "skipped", f"the notebook's {budget:g} s budget was used up"
+        return run
+    client.timeout = int(max(1, min(cell_timeout, left)))
+    began = time.monotonic()
+    try:
+        client.execute_cell(cell, index)
+        reply = client.replies.get(index, {}).get("content", {})
+        status = reply.get("status", "error")
+        if status != "ok":
+            run.status = "error"
+            run.message = (f"{reply.get('ename', 'Error')}: {reply.get('evalue', '')}"[:500]
+                           if status == "error" else f"the kernel answered {status!r}")
+    except CellTimeoutError:
+        run.status = "timeout"
+        run.message = f"still running after {client.timeout} s: interrupted"
+        if not kernel.answers(INTERRUPT_GRACE):
+            run.message += "; the kernel did not answer, so it was replaced (earlier state lost)"
+            _replace(kernel, report)
+    except DeadKernelError:
+        run.status = "kernel-died"
+        run.message = ("the kernel died (os._exit, a crash, or out of memory); later cells ran in "
+                       "a fresh kernel without the earlier state")
+        _replace(kernel, report)
+    except Exception as exc:  # the kernel's channels broke in some other way
+        run.status = "error"
+        run.message = f"{type(exc).__name__}: {str(exc)[:300]}"
+        _replace(kernel, report)
+    run.duration = round(time.monotonic() - began, 3)
+    run.output_chars = client.chars.get(index, 0)
+    run.truncated = index in client.truncated
+    return run
+
+
+def _replace(kernel: _Kernel, report: NotebookReport) -> None:
+    report.kernel_restarts += 1
+    kernel.replace()
+
+
+def _collect_produced(work: Path, out: Path, report: NotebookReport) -> None:
+    """Copy out the regular files the notebook wrote in its folder (not links, not huge)."""
+    produced = out / "produced"
+    for path in sorted(work.iterdir()):
+        if path.name == f"{MODULE_NAME}.py" or path.name.startswith("."):
+            continue
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > PRODUCED_FILE_CAP:
+            continue
+        produced.mkdir(exist_ok=True)
+        shutil.copyfile(path, produced / path.name)
+        report.produced.append(path.name)
+
+
+def _keep_log_tail(log: Path, dest: Path, chars: int = 20_000) -> None:
+    if log.is_file():
+        dest.write_text(log.read_text(errors="replace")[-chars:])
+
+
+def _finish(report: NotebookReport, nb: nbformat.NotebookNode | None, out: Path, start: float,
+            html: bool) -> NotebookReport:
+    report.duration = round(time.monotonic() - start, 3)
+    if nb is not None:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            _report_markdown(report), metadata={"tags": ["capgrade-report"]}))
+        executed = out / "executed.ipynb"
+        nbformat.write(nb, executed)
+        report.executed_path = str(executed)
+        if html:
+            report.html_path = _export_html(nb, out / "executed.html")
+    (out / "notebook_report.json").write_text(json.dumps(report.as_dict(), indent=2))
+    return report
+
+
+def _report_markdown(report: NotebookReport) -> str:
+    lines = [f"**capgrade run-notebook**: {report.summary()}.", ""]
+    for c in report.failures:
+        lines.append(f"- cell {c.index} ({c.status}): `{c.first_line}` - {c.message}")
+    return "\n".join(lines)
+
+
+def _export_html(nb: nbformat.NotebookNode, path: Path) -> str | None:
+    """An HTML copy for a TA; student HTML and scripts in outputs are sanitised away."""
+    try:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter(sanitize_html=True).from_notebook_node(nb)
+    except Exception as exc:  # a missing template must not lose the graded run
+        path.with_suffix(".txt").write_text(f"HTML export failed: {exc}\n")
+        return None
+    path.write_text(body, encoding="utf-8")
+    return str(path)

@@ -1,0 +1,463 @@
+"""Renderings of one ``SubmissionResult``: terminal table, JSON, Gradescope, JUnit, CSV row.
+
+Every format reads the same schema (``grader.results``), so a verdict cannot differ between
+what a student sees in the terminal and what Gradescope or CI records. Text that came from
+student code (messages, captured output) is cleaned of terminal escapes and control
+characters before it reaches any format, so a submission cannot garble a terminal or
+produce an XML file that does not parse.
+
+``write(result, fmt, stream)`` is what the CLI calls; ``RENDERERS`` maps its ``--format``
+names to writers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from grader.results import STATUSES, CheckResult, SubmissionResult
+
+STATUS_STYLES = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "dim",
+                 "advisory": "yellow"}
+
+#: Our visibility -> Gradescope's (gradescope-autograders.readthedocs.io/en/latest/specs/).
+GRADESCOPE_VISIBILITY = {"public": "visible", "hidden": "hidden",
+                         "after_due_date": "after_due_date"}
+
+# ANSI/VT escape sequences: CSI (colours, cursor moves), OSC (titles, links), two-byte ESC x.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
+# C0/C1 controls except tab and newline, surrogates and the two non-characters XML 1.0
+# forbids. What is left is valid XML 1.0 character data and harmless in a terminal.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def clean(text: str) -> str:
+    """Student-controlled text made safe for terminals, JSON consumers and XML."""
+    text = _ANSI.sub("", text).replace("\r\n", "\n")
+    return _UNSAFE.sub("", text)
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of a cleaned message: the part one-line views show."""
+    for line in clean(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _num(x: float) -> str:
+    """Scores printed without float noise: 2 -> '2', 1.5 -> '1.5'."""
+    return f"{round(x, 4):g}"
+
+
+def _ran(result: SubmissionResult) -> list[CheckResult]:
+    return [c for c in result.checks if c.status != "skipped"]
+
+
+def _total(result: SubmissionResult) -> float:
+    """Points earned by checks that ran; skipped checks never count (matches max_score)."""
+    return round(sum(c.score for c in _ran(result)), 6)
+
+
+def _measured(check: CheckResult) -> str:
+    """'measured 3.1e-03, tolerance rtol=1e-05, atol=1e-08', or '' when nothing was measured."""
+    parts = []
+    if check.error is not None:
+        err = check.error
+        parts.append(f"measured {err:.2e}" if math.isfinite(err) else f"measured {err}")
+    if check.tolerance:
+        parts.append(f"tolerance {clean(check.tolerance)}")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- table
+
+
+def build_table(result: SubmissionResult, compact: bool = False) -> Group:
+    """The terminal/notebook view as a rich renderable, for callers that lay it out themselves.
+
+    Full mode: id, status, score/max, measured error vs tolerance (a column shown only when
+    some check measured something), whole message. Compact mode
+    (notebooks, narrow cells): id, status, score, first line of the message.
+    """
+    title = Text(clean(result.submission), style="bold")
+    table = Table(title=title, title_justify="left", show_lines=not compact, expand=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    # The measurement column only when something was measured: it costs width on a terminal.
+    measured = not compact and any(c.error is not None or c.tolerance for c in result.checks)
+    if measured:
+        table.add_column("error / tolerance", overflow="fold")
+    table.add_column("message", overflow="ellipsis" if compact else "fold", no_wrap=compact)
+
+    for c in result.checks:
+        style = STATUS_STYLES[c.status]
+        score = "-" if c.status == "skipped" else _num(c.score)
+        row: list[Text] = [Text(clean(c.id)), Text(c.status, style=style),
+                           Text(f"{score}/{_num(c.max_score)}")]
+        if measured:
+            row.append(_error_vs_tolerance(c))
+        row.append(Text(first_line(c.message) if compact else clean(c.message).strip()))
+        table.add_row(*row)
+
+    counts = result.counts()
+    totals = Text.assemble(
+        ("Total ", "bold"), (f"{_num(_total(result))} / {_num(result.max_score)}", "bold"), "   ",
+        *_join([(f"{counts[s]} {s}", STATUS_STYLES[s] if counts[s] else "dim")
+                for s in STATUSES], ", "),
+    )
+    parts: list[Any] = [table, totals]
+    if result.status != "graded":
+        parts.append(Text(f"grading {result.status}: {first_line(result.message)}",
+                          style="bold red"))
+    env = ", ".join(f"{k} {clean(str(v))}" for k, v in sorted(result.environment.items()))
+    isolation = ", ".join(clean(x) for x in result.isolation) or "none"
+    parts.append(Text(f"isolation: {isolation} | {env or 'environment not recorded'}",
+                      style="dim"))
+    return Group(*parts)
+
+
+def _error_vs_tolerance(check: CheckResult) -> Text:
+    """Measured error on one line, the bar it was held to under it (dim)."""
+    text = Text()
+    if check.error is not None:
+        err = check.error
+        text.append(f"{err:.2e}" if math.isfinite(err) else str(err), style="cyan")
+    if check.tolerance:
+        text.append(("\n" if text else "") + clean(check.tolerance), style="dim")
+    return text
+
+
+def _join(items: list[tuple[str, str]], sep: str) -> list[tuple[str, str] | str]:
+    out: list[tuple[str, str] | str] = []
+    for i, item in enumerate(items):
+        if i:
+            out.append(sep)
+        out.append(item)
+    return out
+
+
+def render_table(result: SubmissionResult, console: Console | None = None,
+                 compact: bool = False) -> None:
+    """Print the table to ``console`` (a fresh stdout Console by default); returns nothing.
+
+    Use ``build_table`` to get the renderable instead.
+    """
+    (console or Console()).print(build_table(result, compact=compact))
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def render_json(result: SubmissionResult) -> str:
+    """The schema itself, sorted keys: what batch grading stores and reads back with from_dict.
+
+    A measured error of NaN is written as ``NaN`` (Python's JSON extension) so that it
+    round-trips; that is the one place this output is not strict JSON.
+    """
+    return json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+# --------------------------------------------------------------------------- Gradescope
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats as strings: Gradescope needs strict JSON (no NaN/Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str):
+        return clean(value)
+    return value
+
+
+def _finite(x: float) -> float:
+    return round(x, 6) if math.isfinite(x) else 0.0
+
+
+def _test_output(c: CheckResult) -> str:
+    lines = []
+    if c.status == "error":
+        lines.append("error: the check could not judge this function")
+    if c.advisory:
+        lines.append("advisory check: worth no points, never a failure")
+    msg = clean(c.message).strip()
+    if msg:
+        lines.append(msg)
+    measured = _measured(c)
+    if measured:
+        lines.append(measured)
+    out = clean(c.output).rstrip()
+    if out:
+        lines.append("--- output of your code ---\n" + out)
+    return "\n".join(lines)
+
+
+def gradescope_dict(result: SubmissionResult) -> dict[str, Any]:
+    """Gradescope's results.json as a dict (fields per the Autograder Specifications page).
+
+    Skipped checks are left out and do not count. Our "error" becomes Gradescope's "failed"
+    (it only knows passed/failed) with the reason in the output. Advisory checks (0 points)
+    carry no status, so Gradescope shows them as neither passed nor failed. Output fields
+    are plain text ("text" formats), so messages containing '<' are never interpreted as HTML.
+    """
+    tests = []
+    for c in _ran(result):
+        test = {
+            "name": clean(c.id),
+            "score": _finite(c.score),
+            "max_score": _finite(c.max_score),
+            "status": "passed" if c.passed else "failed",
+            "output": _test_output(c),
+            "visibility": GRADESCOPE_VISIBILITY[c.visibility],
+            "tags": ([clean(c.group)] if c.group else []) + (["advisory"] if c.advisory else []),
+            "extra_data": _json_safe({"status": c.status, "target": c.target, "error": c.error,
+                                      "tolerance": c.tolerance, "duration": c.duration,
+                                      "requires": c.requires, "advisory": c.advisory}),
+        }
+        if c.advisory:
+            del test["status"]
+        tests.append(test)
+    return {
+        "score": _finite(_total(result)),
+        "execution_time": round(result.duration, 3),
+        "output": _gradescope_summary(result),
+        "output_format": "text",
+        "test_output_format": "text",
+        "test_name_format": "text",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "extra_data": _json_safe({"submission": result.submission, "status": result.status,
+                                  "isolation": list(result.isolation),
+                                  "environment": result.environment,
+                                  "counts": result.counts(),
+                                  "schema_version": result.schema_version}),
+        "tests": tests,
+    }
+
+
+def _gradescope_summary(result: SubmissionResult) -> str:
+    """Top-level text every student sees: says nothing about hidden checks' outcomes."""
+    lines = []
+    if result.status != "graded":
+        lines.append(f"Grading failed ({result.status}): {clean(result.message).strip()}")
+    public = [c for c in _ran(result) if c.visibility == "public"]
+    if public:
+        lines.append(f"{sum(c.passed for c in public)} of {len(public)} visible checks passed.")
+    notes = [c for c in public if c.status == "advisory"]
+    if notes:
+        lines.append(f"{len(notes)} advisories (worth no points): "
+                     f"{', '.join(c.id for c in notes)}.")
+    others = len(_ran(result)) - len(public)
+    if others:
+        lines.append(f"{others} more checks are hidden or shown after the due date.")
+    return "\n".join(lines)
+
+
+def render_gradescope(result: SubmissionResult) -> str:
+    """Gradescope's results.json (strict JSON, sorted keys)."""
+    return json.dumps(gradescope_dict(result), indent=2, sort_keys=True, allow_nan=False,
+                      default=str)
+
+
+# --------------------------------------------------------------------------- JUnit
+
+
+def _prop(parent: ET.Element, name: str, value: Any) -> None:
+    ET.SubElement(parent, "property", name=name, value=clean(str(value)))
+
+
+def render_junit(result: SubmissionResult) -> str:
+    """JUnit XML for CI dashboards: one testsuite, one testcase per check.
+
+    When grading itself failed (status other than "graded") an extra testcase
+    ``capgrade.submission/<status>`` carries the reason as an error, so CI never shows a
+    submission that did not import as green with zero tests.
+    """
+    counts = result.counts()
+    n_tests = len(result.checks)
+    n_errors = counts["error"]
+    if result.status != "graded":
+        n_tests += 1
+        n_errors += 1
+    attrs = {"name": "capgrade", "tests": str(n_tests), "failures": str(counts["failed"]),
+             "errors": str(n_errors), "skipped": str(counts["skipped"]),
+             "time": f"{result.duration:.3f}"}
+    root = ET.Element("testsuites", attrs)
+    suite = ET.SubElement(root, "testsuite", attrs)
+    props = ET.SubElement(suite, "properties")
+    _prop(props, "submission", result.submission)
+    _prop(props, "status", result.status)
+    _prop(props, "score", _num(_total(result)))
+    _prop(props, "max_score", _num(result.max_score))
+    _prop(props, "isolation", ", ".join(result.isolation))
+    for key, value in sorted(result.environment.items()):
+        _prop(props, f"environment.{key}", value)
+
+    for c in result.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"capgrade.{clean(c.group) or 'checks'}",
+                             name=clean(c.id), time=f"{c.duration:.3f}")
+        cprops = ET.SubElement(case, "properties")
+        _prop(cprops, "score", _num(c.score))
+        _prop(cprops, "max_score", _num(c.max_score))
+        _prop(cprops, "visibility", c.visibility)
+        if c.advisory:
+            _prop(cprops, "advisory", "true")
+        if c.requires:
+            _prop(cprops, "requires", c.requires)
+        if c.error is not None:
+            _prop(cprops, "error", c.error)
+        if c.tolerance:
+            _prop(cprops, "tolerance", c.tolerance)
+        if c.status in ("failed", "error"):
+            tag = "failure" if c.status == "failed" else "error"
+            body = "\n".join(x for x in (clean(c.message).strip(), _measured(c)) if x)
+            el = ET.SubElement(case, tag, message=first_line(c.message), type=c.status)
+            el.text = body
+        elif c.status == "skipped":
+            el = ET.SubElement(case, "skipped")
+            if first_line(c.message):
+                el.set("message", first_line(c.message))
+        out = clean(c.output)
+        if c.status == "advisory":  # reported, never a failure
+            out = "\n".join(x for x in (clean(c.message).strip(), out) if x)
+        if out:
+            ET.SubElement(case, "system-out").text = out
+
+    if result.status != "graded":
+        case = ET.SubElement(suite, "testcase", classname="capgrade.submission",
+                             name=result.status, time=f"{result.duration:.3f}")
+        el = ET.SubElement(case, "error", message=first_line(result.message), type=result.status)
+        el.text = clean(result.message)
+
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def render_csv_row(result: SubmissionResult) -> dict[str, str | float]:
+    """One gradebook row: submission, status, totals, then each check id -> its score.
+
+    A skipped check's cell is empty (not 0) so "not run" stays distinguishable from "wrong".
+    Submissions that failed to import have no check columns; the batch writer takes the
+    union of keys across rows.
+    """
+    row: dict[str, str | float] = {"submission": result.submission, "status": result.status,
+                                   "score": _total(result), "max_score": result.max_score}
+    for c in result.checks:
+        row[c.id] = gradebook_cell(c.status, c.score, c.advisory)
+    return row
+
+
+def gradebook_cell(status: str, score: float, advisory: bool = False) -> str | float:
+    """A check's gradebook cell: its score; empty when skipped; advisories say so in words."""
+    if status == "skipped":
+        return ""
+    if advisory:
+        return "advisory" if status == "advisory" else "ok"
+    return round(score, 6)
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+_MARKS = {"passed": "✅ passed", "failed": "❌ failed", "error": "⚠️ error", "skipped": "skipped",
+          "advisory": "💡 advisory"}
+
+
+def _md_cell(text: str) -> str:
+    """Student-controlled text as one GitHub Markdown table cell (no HTML, no new cells)."""
+    text = first_line(clean(text))
+    for char, escaped in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"),
+                          ("|", "&#124;"), ("`", "\\`"), ("*", "\\*"), ("_", "\\_"),
+                          ("[", "\\["), ("]", "\\]")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def render_markdown(result: SubmissionResult) -> str:
+    """A GitHub Markdown summary (for $GITHUB_STEP_SUMMARY): totals, then a row per check."""
+    ran = _ran(result)
+    lines = [f"## capgrade: {sum(c.passed for c in ran)} of {len(ran)} checks passed, "
+             f"{_num(_total(result))} / {_num(result.max_score)} points", ""]
+    if result.status != "graded":
+        lines += [f"**{_md_cell(result.status)}**: {_md_cell(result.message)}", ""]
+    if ran:
+        lines += ["| check | status | points | message |", "|---|---|---|---|"]
+        lines += [f"| `{c.id}` | {_MARKS.get(c.status, c.status)} | {_num(c.score)} / "
+                  f"{_num(c.max_score)} | {_md_cell(c.message)} |" for c in ran]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- notebook runs
+
+
+def notebook_table(report: Any, stream: TextIO | None = None) -> None:
+    """A grader.notebook.runner.NotebookReport as a per-cell table and where its files are."""
+    console = Console(file=stream if stream is not None else sys.stdout)
+    table = Table(title=Text(str(report.notebook)), title_justify="left")
+    for name, justify in (("cell", "right"), ("status", "left"), ("s", "right"),
+                          ("first line", "left"), ("message", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    styles = {"ok": "green", "skipped": "yellow"}
+    for c in report.cells:
+        message = c.message + (" [output truncated]" if c.truncated else "")
+        table.add_row(str(c.index), Text(c.status, style=styles.get(c.status, "red")),
+                      f"{c.duration:.1f}", Text(clean(c.first_line)), Text(clean(message)))
+    console.print(table)
+    console.print(Text(report.summary()))
+    for label, path in (("executed copy", report.executed_path), ("HTML", report.html_path),
+                        ("files it wrote", ", ".join(report.produced) or None)):
+        if path:
+            console.print(Text(f"{label}: {path}"))
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _write_table(result: SubmissionResult, stream: TextIO) -> None:
+    render_table(result, console=Console(file=stream))
+
+
+def _writer(render: Callable[[SubmissionResult], str]) -> Callable[[SubmissionResult, TextIO],
+                                                                   None]:
+    def write_text(result: SubmissionResult, stream: TextIO) -> None:
+        stream.write(render(result) + "\n")
+
+    write_text.__doc__ = f"Write {render.__name__}(result) and a newline to the stream."
+    return write_text
+
+
+#: CLI --format name -> writer(result, stream).
+RENDERERS: dict[str, Callable[[SubmissionResult, TextIO], None]] = {
+    "table": _write_table,
+    "json": _writer(render_json),
+    "gradescope": _writer(render_gradescope),
+    "junit": _writer(render_junit),
+    "markdown": _writer(render_markdown),
+}
+FORMATS = tuple(RENDERERS)
+
+
+def write(result: SubmissionResult, fmt: str, stream: TextIO | None = None) -> None:
+    """Render ``result`` as ``fmt`` onto ``stream`` (stdout by default); the CLI's one call."""
+    try:
+        writer = RENDERERS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(RENDERERS)}") from None
+    writer(result, stream if stream is not None else sys.stdout)

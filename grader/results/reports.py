@@ -1,0 +1,152 @@
+"""Everything in a batch's OUT folder, exported from its store (``grader.results.store``).
+
+``gradebook.csv`` (one row per student: status, total, a column per check),
+``students/<id>/results.json`` (the one result schema) and ``feedback.html``
+(what that student may see: hidden checks reduced to passed / failed),
+``summary.json``, and three plots: the score histogram, the pass rate per
+check and the time per submission. Rerunning the export rewrites them all
+from the store, so they never disagree with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from grader.results import SubmissionResult
+from grader.results.render import gradebook_cell
+from grader.results.store import Store
+
+ROW_FIELDS = ["student", "status", "score", "max_score", "message", "content_hash", "seconds",
+              "source"]
+
+
+def export(store: Store, out: Path) -> dict[str, Path]:
+    rows = store.latest()
+    results = {r["student"]: json.loads(r["result"]) if r["result"] else None for r in rows}
+    check_ids: list[str] = []
+    for result in results.values():
+        for c in (result or {}).get("checks", []):
+            if c["id"] not in check_ids:
+                check_ids.append(c["id"])
+    paths = {"gradebook": out / "gradebook.csv", "summary": out / "summary.json"}
+    with open(paths["gradebook"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS + check_ids)
+        writer.writeheader()
+        for r in rows:
+            row = {k: r[k] for k in ROW_FIELDS}
+            row["seconds"] = round(r["seconds"], 2)
+            for c in (results[r["student"]] or {}).get("checks", []):
+                row[c["id"]] = gradebook_cell(c["status"], c["score"], c.get("advisory", False))
+            writer.writerow(row)
+    for r in rows:
+        folder = out / "students" / r["student"]
+        folder.mkdir(parents=True, exist_ok=True)
+        result = results[r["student"]]
+        record = {"student": r["student"], "status": r["status"], "message": r["message"],
+                  "content_hash": r["content_hash"], "graded_at": r["graded_at"],
+                  "result": result}
+        (folder / "results.json").write_text(json.dumps(record, indent=2, sort_keys=True,
+                                                        default=str))
+        (folder / "feedback.html").write_text(feedback_html(r["student"], r["status"],
+                                                            r["message"], result),
+                                              encoding="utf-8")
+    summary = _summary(rows, results, check_ids)
+    paths["summary"].write_text(json.dumps(summary, indent=2, sort_keys=True))
+    paths.update(_plots(rows, results, check_ids, out))
+    return paths
+
+
+def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[str, Any]:
+    graded = [r for r in rows if r["status"] == "graded"]
+    scores = [r["score"] for r in graded]
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    pass_rate = {}
+    advisories: dict[str, int] = {}
+    for res in results.values():
+        for c in (res or {}).get("checks", []):
+            if c["status"] == "advisory":
+                advisories[c["id"]] = advisories.get(c["id"], 0) + 1
+    for cid in check_ids:
+        outcomes = [c["status"] == "passed" for res in results.values() if res
+                    for c in res.get("checks", []) if c["id"] == cid and c["status"] != "skipped"]
+        pass_rate[cid] = round(sum(outcomes) / len(outcomes), 4) if outcomes else None
+    return {
+        "submissions": len(rows), "statuses": statuses,
+        "score": {"mean": round(statistics.mean(scores), 3) if scores else None,
+                  "median": statistics.median(scores) if scores else None,
+                  "min": min(scores) if scores else None,
+                  "max": max(scores) if scores else None,
+                  "max_score": max((r["max_score"] for r in graded), default=None)},
+        "pass_rate": pass_rate,
+        "advisories": dict(sorted(advisories.items())),
+        "seconds": {"total": round(sum(r["seconds"] for r in rows), 2),
+                    "per_submission": {r["student"]: round(r["seconds"], 2) for r in rows}},
+    }
+
+
+def feedback_html(student: str, status: str, message: str, result: dict | None) -> str:
+    """A page a student may see: their checks, with hidden ones reduced to pass/fail."""
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(student)}</title>",
+             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+             "td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}"
+             ".passed{color:#070}.failed,.error{color:#a00}.advisory{color:#a60}</style></head><body>",
+             f"<h1>Feedback for {esc(student)}</h1>"]
+    if result is None:
+        parts.append(f"<p><b>{esc(status)}</b>: {esc(message)}</p></body></html>")
+        return "".join(parts)
+    visible = SubmissionResult.from_dict(result).visible_to_student()
+    parts.append(f"<p>Total: <b>{visible.score:g} / {visible.max_score:g}</b></p>")
+    if message:
+        parts.append(f"<p>{esc(message)}</p>")
+    parts.append("<table><tr><th>check</th><th>status</th><th>score</th><th>message</th></tr>")
+    for c in visible.checks:
+        parts.append(f"<tr><td>{esc(c.id)}</td><td class='{esc(c.status)}'>{esc(c.status)}</td>"
+                     f"<td>{c.score:g} / {c.max_score:g}</td><td>{esc(c.message)}</td></tr>")
+    parts.append("</table></body></html>")
+    return "".join(parts)
+
+
+def _plots(rows: list, results: dict[str, Any], check_ids: list[str], out: Path
+           ) -> dict[str, Path]:
+    from matplotlib.figure import Figure
+
+    paths = {"scores": out / "score_histogram.png", "pass_rate": out / "pass_rate.png",
+             "times": out / "time_per_submission.png"}
+    graded = [r for r in rows if r["status"] == "graded"]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.hist([r["score"] for r in graded], bins=20)
+    ax.set_xlabel("score")
+    ax.set_ylabel("students")
+    ax.set_title(f"Scores ({len(graded)} graded)")
+    fig.tight_layout()
+    fig.savefig(paths["scores"], dpi=100)
+
+    rates = _summary(rows, results, check_ids)["pass_rate"]
+    fig = Figure(figsize=(7, max(3, 0.22 * len(check_ids))))
+    ax = fig.add_subplot()
+    ax.barh(range(len(check_ids)), [rates[c] or 0 for c in check_ids])
+    ax.set_yticks(range(len(check_ids)), check_ids, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("pass rate")
+    fig.tight_layout()
+    fig.savefig(paths["pass_rate"], dpi=100)
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.bar(range(len(rows)), [r["seconds"] for r in rows])
+    ax.set_xlabel("submission")
+    ax.set_ylabel("seconds")
+    ax.set_title("Grading time per submission")
+    fig.tight_layout()
+    fig.savefig(paths["times"], dpi=100)
+    return paths

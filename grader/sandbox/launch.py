@@ -1,0 +1,137 @@
+"""The first code to run in a new sandbox: hide secrets, set limits, drop root, exec.
+
+``python -m grader.sandbox.launch [options] -- COMMAND...`` runs inside the
+namespaces ``grader.sandbox`` opened with ``unshare``, still as root there, and
+does what only root can before any student code exists: it covers each secret
+directory with an empty read-only tmpfs (``/dev/null`` over a secret file),
+re-exposes only the needed entries of closed directories (a pyenv Python under
+``/root``), sets the resource limits, hands the sandbox's temp dir to the
+unprivileged user, drops to that user for good and execs COMMAND (the worker
+or the notebook kernel), staying behind as the PID namespace's init. These
+mounts exist only in the sandbox's namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+from grader.sandbox import apply_limits
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+
+
+def hide(path: str) -> None:
+    """Make ``path`` look empty (and unwritable) inside this mount namespace."""
+    if os.path.isdir(path):
+        _mount("-t", "tmpfs", "-o", "ro,size=4k,mode=000", "capgrade-hidden", path)
+    else:
+        _mount("--bind", "/dev/null", path)
+
+
+def reveal(blocked: str, entries: list[str], mode: str = "755") -> None:
+    """Cover ``blocked`` with a fresh tmpfs holding only ``entries``, bound back in place.
+
+    Each entry is held open (``O_PATH``) while ``blocked`` is covered, then bound
+    back from that descriptor: no stash folder is needed.
+    """
+    held = [(entry, os.open(entry, os.O_PATH)) for entry in entries]
+    _mount("-t", "tmpfs", "-o", f"mode={mode}", "capgrade-open", blocked)
+    for entry, fd in held:
+        if os.path.isdir(f"/proc/{os.getpid()}/fd/{fd}"):
+            os.makedirs(entry, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(entry), exist_ok=True)
+            open(entry, "a").close()
+        _mount("--no-canonicalize", "--rbind", f"/proc/{os.getpid()}/fd/{fd}", entry)
+        os.close(fd)
+
+
+def drop_to(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:  # pragma: no cover - the kernel refused
+        raise SystemExit("capgrade sandbox: could not drop privileges")
+
+
+def _chown_tree(path: str, uid: int, gid: int) -> None:
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), uid, gid)
+    os.lchown(path, uid, gid)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hide", action="append", default=[], help="a secret path")
+    parser.add_argument("--reveal", action="append", default=[], metavar="DIR:ENTRY[:ENTRY]")
+    parser.add_argument("--private-tmp", action="store_true",
+                        help="cover /tmp, /var/tmp and /dev/shm with fresh tmpfs")
+    parser.add_argument("--keep-tmp", action="append", default=[], metavar="PATH",
+                        help="a path under /tmp bound back into the private /tmp")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--chown", action="append", default=[],
+                        help="a path the unprivileged user must own (its temp dir)")
+    parser.add_argument("--uid", type=int, default=None)
+    parser.add_argument("--gid", type=int, default=None)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command to run")
+    try:
+        for spec in args.reveal:
+            blocked, *entries = spec.split(":")
+            reveal(blocked, entries)
+        if args.private_tmp:
+            for shared in ("/var/tmp", "/dev/shm"):
+                if os.path.isdir(shared):
+                    _mount("-t", "tmpfs", "-o", "mode=1777", "capgrade-tmp", shared)
+            reveal("/tmp", args.keep_tmp, mode="1777")
+        for path in args.hide:
+            if os.path.exists(path):
+                hide(path)
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"capgrade sandbox: mount failed: {exc.stderr.decode()[:300]}") from None
+    if args.uid is not None:
+        gid = args.gid if args.gid is not None else args.uid
+        for path in args.chown:
+            _chown_tree(path, args.uid, gid)
+    apply_limits(args.limit)
+    if args.uid is not None:
+        drop_to(args.uid, gid)
+    sys.stdout.flush()
+    if os.getpid() == 1:
+        # A host pid means nothing in here; ipykernel would take its absence for a dead parent.
+        os.environ.pop("JPY_PARENT_PID", None)
+        init(command)
+    os.execvp(command[0], command)
+
+
+def init(command: list[str]) -> None:
+    """Stay as the PID namespace's init: run COMMAND as pid 2, reap, exit with its status.
+
+    The kernel ignores signals sent to its init from inside, so COMMAND must not
+    be pid 1 or a student's ``os.kill(os.getpid(), 9)`` would do nothing.
+    """
+    child = os.fork()
+    if child == 0:
+        os.execvp(command[0], command)
+    # A kernel interrupt is SIGINT to the whole process group: it is for the child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            os._exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status)
+                     else 128 + os.WTERMSIG(status))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,492 @@
+"""Probes: grader code that runs *inside the worker*, next to the student module.
+
+A probe builds the student's objects from plain inputs sent by the harness,
+calls them, and returns what they produced (outputs, gradients) as plain data.
+It judges nothing: student code can make a probe return anything, which is why
+every verdict is taken in the harness. Every probe takes the student module
+first, then keyword arguments that are plain data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from grader.contract import STUB_MARKER
+from grader.course.inputs import fill_by_shape
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class NotImplementedYet(Exception):
+    """The student's code returned the starter's placeholder (None): a TODO left as ``pass``."""
+
+
+def _to(value: Any, device: str, dtype: str | None = None) -> Any:
+    """The grader's own fresh copy: student code may change its arguments in place."""
+    if isinstance(value, torch.Tensor):
+        if dtype is not None and value.is_floating_point():
+            value = value.to(DTYPES[dtype])
+        return value.to(device).clone()
+    if isinstance(value, dict):
+        return {k: _to(v, device, dtype) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to(v, device, dtype) for v in value)
+    return value
+
+
+
+
+def _placeholder(value: Any) -> bool:
+    """None, or a tuple/list of Nones: what an untouched starter TODO returns."""
+    if value is None:
+        return True
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(v is None for v in value)
+
+
+def _require_implemented(value: Any, name: str) -> Any:
+    if _placeholder(value):
+        raise NotImplementedYet(f"{name} returned None (its TODO still ends in `pass`?)")
+    return value
+
+
+def _resolve(m, name: str) -> Callable:
+    """'rnn_forward' -> m.rnn_forward; 'LSTM' -> m.LSTM."""
+    if not hasattr(m, name):
+        raise AttributeError(f"your module has no {name!r}: it is part of the assignment's "
+                             "interface, keep its name")
+    return getattr(m, name)
+
+
+def _backward(outputs: list[torch.Tensor], upstream: list[torch.Tensor]) -> None:
+    """Back-propagate sum(out * g) for each (output, upstream gradient) pair."""
+    total = None
+    for out, g in zip(outputs, upstream, strict=True):
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            continue  # the missing gradients are what the harness will report
+        term = (out * g.to(out)).sum()
+        total = term if total is None else total + term
+    if total is not None:
+        total.backward()
+
+
+def _leaf(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone().requires_grad_(True)
+
+
+def _fresh(args: dict, leaves: dict | None = None) -> dict:
+    """Copies of every tensor argument for one call of student code.
+
+    Leaves (autograd inputs) go in as clones, so in-place changes stay legal.
+    """
+    leaves = leaves or {}
+    return {k: (leaves[k].clone() if k in leaves else
+                v.clone() if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+
+
+def function(m, name: str, args: dict, take: list[int] | None = None,
+             grad_wrt: list[str] | None = None, upstream: list | None = None,
+             device: str = "cpu", dtype: str | None = None) -> dict:
+    """Call a top-level function; optionally autograd gradients w.r.t. some arguments."""
+    args = {k: _to(v, device, dtype) for k, v in args.items()}
+    leaves = {k: _leaf(args[k]) for k in grad_wrt or []}
+    result = _require_implemented(_resolve(m, name)(**_fresh(args, leaves)), name)
+    outputs = result
+    if take is not None:
+        if not isinstance(result, (tuple, list)):
+            raise TypeError(f"{name} should return a tuple, got {type(result).__name__}")
+        outputs = [result[i] for i in take]
+    reply = {"outputs": outputs}
+    if grad_wrt:
+        outs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+        _backward(list(outs), [_to(u, device) for u in upstream or []])
+        reply["grads"] = {k: leaves[k].grad for k in grad_wrt}
+    return reply
+
+
+def _numeric_grad(f: Callable[[dict], torch.Tensor], args: dict, key: str,
+                  upstream: torch.Tensor, h: float = 1e-6) -> torch.Tensor:
+    """Centred differences of sum(f(args) * upstream) w.r.t. every entry of args[key].
+
+    Every evaluation gets fresh copies of all arguments, so a forward that changes
+    its inputs in place cannot corrupt the next one.
+    """
+    grad = torch.zeros_like(args[key])
+    gflat = grad.view(-1)
+    for i in range(gflat.numel()):
+        values = []
+        for step in (h, -h):
+            shifted = _fresh(args)
+            shifted[key].view(-1)[i] += step
+            values.append((f(shifted) * upstream).sum().item())
+        gflat[i] = (values[0] - values[1]) / (2 * h)
+    return grad
+
+
+def manual_backward(m, forward: str, backward: str, args: dict, upstream: torch.Tensor,
+                    numeric: bool = False, autograd: bool = False, device: str = "cpu",
+                    dtype: str | None = None) -> dict:
+    """A hand-written backward pass, plus the student's own forward's numeric/autograd grads.
+
+    The order of ``args`` is the order of the backward's returned gradients
+    (x, prev_h/h0, Wx, Wh, b), as the contract fixes.
+    """
+    fwd, bwd = _resolve(m, forward), _resolve(m, backward)
+    args = {k: _to(v, device, dtype) for k, v in args.items()}
+    upstream = _to(upstream, device, dtype)
+
+    def run_forward(values: dict) -> tuple[torch.Tensor, Any]:
+        result = fwd(**values)
+        if not isinstance(result, (tuple, list)) or _placeholder(result) or result[0] is None:
+            raise NotImplementedYet(f"{forward} returned None, and {backward} is checked "
+                                    f"through it: implement {forward} first")
+        return result[0], result[1] if len(result) > 1 else None
+
+    with torch.no_grad():
+        _, cache = run_forward(_fresh(args))
+        # The student's backward gets its own copy of the upstream gradient.
+        grads = _require_implemented(bwd(upstream.clone(), cache), backward)
+    reply: dict[str, Any] = {"manual": grads}
+    if numeric:
+        with torch.no_grad():
+            reply["numeric"] = [_numeric_grad(lambda a: run_forward(a)[0], args, k, upstream)
+                                for k in args]
+    if autograd:
+        leaves = {k: _leaf(v) for k, v in args.items()}
+        out, _ = run_forward(_fresh(args, leaves))
+        _backward([out], [upstream])
+        reply["autograd"] = [leaves[k].grad for k in args]
+    return reply
+
+
+def _build(m, cls: str, init: list, params: dict, device: str, dtype: str | None) -> nn.Module:
+    module = _resolve(m, cls)(*init)
+    if dtype is not None:
+        module = module.to(DTYPES[dtype])
+    module = module.to(device)
+    with torch.no_grad():
+        for name, value in params.items():
+            target = getattr(module, name, None)
+            if not isinstance(target, torch.Tensor):
+                raise AttributeError(f"{cls} has no parameter {name!r}: keep the provided "
+                                     "parameter names")
+            if target.shape != value.shape:
+                raise ValueError(f"{cls}.{name} has shape {tuple(target.shape)}, expected "
+                                 f"{tuple(value.shape)}: keep the provided parameter shapes")
+            target.copy_(value)
+    return module
+
+
+def module(m, cls: str, init: list, params: dict, method: str, args: dict,
+           grad_wrt: list[str] | None = None, upstream: list | None = None,
+           device: str = "cpu", dtype: str | None = None) -> dict:
+    """Build ``cls(*init)``, load ``params``, call ``method(**args)``; optional gradients.
+
+    ``grad_wrt`` names arguments and/or parameters ("param:Wx") to differentiate.
+    """
+    mod = _build(m, cls, init, params, device, dtype)
+    args = {k: _to(v, device, dtype) for k, v in args.items()}
+    wrt = grad_wrt or []
+    leaves = {k: _leaf(args[k]) for k in wrt if not k.startswith("param:")}
+    mod.zero_grad(set_to_none=True)
+    fn = mod if method == "forward" else getattr(mod, method)
+    outputs = _require_implemented(fn(**_fresh(args, leaves)), f"{cls}.{method}")
+    reply: dict[str, Any] = {"outputs": outputs}
+    if wrt:
+        outs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+        _backward(list(outs), [_to(u, device) for u in upstream or []])
+        reply["grads"] = {
+            k: (getattr(mod, k[6:]).grad if k.startswith("param:") else leaves[k].grad)
+            for k in wrt
+        }
+    return reply
+
+
+# -- CaptioningRNN ----------------------------------------------------------------------
+
+
+def _shape_key(shape: torch.Size) -> tuple[int, ...]:
+    """A 1x1 conv and a linear layer are the same parameters: drop trailing 1x1 dims."""
+    dims = list(shape)
+    while len(dims) > 2 and dims[-1] == 1:
+        dims.pop()
+    return tuple(dims)
+
+
+def _seeded_fill(params: list[nn.Parameter], gain: float = 1.0) -> None:
+    """Fill each parameter from a generator seeded by its (normalised) shape.
+
+    Like the course's fill-by-shape, this makes any correct layer naming or
+    creation order give the same model; unlike linspace it gives varied words.
+    Values are scaled by 1/sqrt(largest dim) (about 1/sqrt(fan-in) whichever way
+    a layer stores its weight) so that no gate saturates and the image, the words
+    and the attention all move the loss and the sampled words.
+    """
+    with torch.no_grad():
+        for p in params:
+            key = _shape_key(p.shape)
+            seed = sum((i + 1) * 7919 * d for i, d in enumerate(key)) % (2**31)
+            gen = torch.Generator().manual_seed(seed)
+            values = torch.randn(key, generator=gen, dtype=torch.float64) / max(key) ** 0.5
+            values *= gain if len(key) > 1 else 0.1  # small biases: the inputs decide
+            p.copy_(values.reshape(p.shape))
+
+
+def _encoder_of(model: nn.Module) -> nn.Module | None:
+    from grader.course.encoder import ImageEncoder
+
+    for sub in model.modules():
+        if isinstance(sub, ImageEncoder):
+            return sub
+    return None
+
+
+def _captioning_model(m, cell_type: str, vocab: dict, dims: dict, fill: str,
+                      ignore_index: int | None, device: str, dtype: str | None,
+                      gain: float = 1.0, require_layers: bool = True) -> nn.Module:
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = _resolve(m, "CaptioningRNN")(
+            vocab, **dims, cell_type=cell_type, image_encoder_pretrained=False,
+            ignore_index=ignore_index)
+    encoder = _encoder_of(model)
+    skip = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+    if require_layers and encoder is None and not [
+            p for p in model.parameters() if id(p) not in skip]:
+        raise NotImplementedYet("CaptioningRNN.__init__ creates no layers (its TODO still ends "
+                                "in `pass`?)")
+    if dtype is not None:
+        model = model.to(DTYPES[dtype])
+    model = model.to(device)
+    if fill == "course":
+        fill_by_shape(model)
+    elif fill == "seeded":
+        encoder = _encoder_of(model)
+        if encoder is None:
+            raise RuntimeError("CaptioningRNN has no ImageEncoder submodule: build the image "
+                               "encoder with the provided ImageEncoder class")
+        encoder_ids = {id(p) for p in encoder.parameters()}
+        _seeded_fill([p for p in model.parameters() if id(p) not in encoder_ids], gain)
+    return model
+
+
+def captioning_loss(m, cell_type: str, vocab: dict, dims: dict, images: torch.Tensor,
+                    captions: torch.Tensor, fill: str = "course",
+                    ignore_index: int | None = None, grads: bool = False,
+                    device: str = "cpu", dtype: str | None = None) -> dict:
+    """The model's loss; with ``grads``, gradients of the images and of every parameter.
+
+    Parameter gradients outside the encoder are returned keyed by normalised
+    shape (names differ between correct solutions); the harness matches them.
+    """
+    model = _captioning_model(m, cell_type, vocab, dims, fill, ignore_index, device, dtype)
+    images = _to(images, device, dtype)
+    if grads:
+        images = _leaf(images)
+    loss = _require_implemented(model(images.clone(), _to(captions, device)),
+                                "CaptioningRNN.forward")
+    reply: dict[str, Any] = {"loss": loss}
+    if grads:
+        model.zero_grad(set_to_none=True)
+        if isinstance(loss, torch.Tensor) and loss.requires_grad:
+            loss.backward()
+        encoder = _encoder_of(model)
+        skip = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        reply["images_grad"] = images.grad
+        reply["param_grads"] = [
+            {"name": name, "shape": list(_shape_key(p.shape)),
+             "grad": None if p.grad is None else p.grad.reshape(_shape_key(p.shape))}
+            for name, p in model.named_parameters() if id(p) not in skip
+        ]
+    return reply
+
+
+#: Larger weights for sample(): confident, input-dependent words at every step.
+SAMPLE_GAIN = 3.0
+
+
+def captioning_sample(m, cell_type: str, vocab: dict, dims: dict, images: torch.Tensor,
+                      max_length: int, device: str = "cpu", dtype: str | None = None) -> dict:
+    """Greedy captions (and attention weights) under seeded parameters.
+
+    Also returns ``fed_words``: the word indices the model's WordEmbedding was
+    called with, in order, so the harness can tell whether each chosen word was
+    fed back (only evidence, never a guess: empty when the embedding is not called).
+    """
+    model = _captioning_model(m, cell_type, vocab, dims, "seeded", None, device, dtype,
+                              gain=SAMPLE_GAIN)
+    fed: list[torch.Tensor] = []
+    embedding_cls = getattr(m, "WordEmbedding", None)
+
+    def record(_module, inputs, _output) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor):
+            fed.append(inputs[0].detach().cpu().clone())
+
+    hooks = [sub.register_forward_hook(record) for sub in model.modules()
+             if isinstance(embedding_cls, type) and isinstance(sub, embedding_cls)]
+    try:
+        result = model.sample(_to(images, device, dtype), max_length=max_length)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    _require_implemented(result, "CaptioningRNN.sample")
+    reply: dict[str, Any] = {"fed_words": fed}
+    if cell_type == "attn":
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            return {**reply, "captions": result, "attn_weights": None, "returned_pair": False}
+        return {**reply, "captions": result[0], "attn_weights": result[1],
+                "returned_pair": True, "weights_device": str(getattr(result[1], "device", ""))}
+    return {**reply, "captions": result}
+
+
+def captioning_attributes(m, vocab: dict, dims: dict, ignore_index: int | None) -> dict:
+    """The bookkeeping attributes the contract names, and the cell-type validation."""
+    model = _captioning_model(m, "rnn", vocab, dims, "none", ignore_index, "cpu", None,
+                              require_layers=False)  # provided code: judged without layers
+    attrs = {name: getattr(model, name, "<missing>") for name in
+             ("cell_type", "_null", "_start", "_end", "ignore_index")}
+    attrs["idx_to_word"] = {str(k): v for k, v in getattr(model, "idx_to_word", {}).items()}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            _resolve(m, "CaptioningRNN")(vocab, **dims, cell_type="gru",
+                                         image_encoder_pretrained=False)
+        attrs["bad_cell_type"] = "no exception"
+    except ValueError:
+        attrs["bad_cell_type"] = "ValueError"
+    except Exception as exc:
+        attrs["bad_cell_type"] = type(exc).__name__
+    return attrs
+
+
+def overfit(m, cell_type: str, seed: int, dims: dict, learning_rate: float, num_epochs: int,
+            batch_size: int, images: torch.Tensor, captions: torch.Tensor, vocab: dict,
+            device: str = "cpu", memoise: bool = True) -> dict:
+    """Train the student's CaptioningRNN with the grader's loop; return the loss history.
+
+    The global RNG is seeded first, so the student's own initialisation is
+    deterministic. With ``memoise`` the frozen encoder computes the features of
+    the fixed batch once (identical to recomputing them: see grader.course.encoder).
+    """
+    import time
+
+    from grader.course.encoder import memoised_features
+    from grader.course.training import train_captioner
+
+    torch.manual_seed(seed)
+    model = _captioning_model(m, cell_type, vocab, dims, "none", 0, device, None)
+    start = time.perf_counter()
+    with memoised_features() if memoise else contextlib.nullcontext():
+        _, losses = train_captioner(model, images, captions, num_epochs, batch_size,
+                                    learning_rate, device=device, progress=False)
+    return {"losses": [float(x) for x in losses], "seconds": time.perf_counter() - start}
+
+
+def _tensors(value: Any) -> bool:
+    """Whether a contract function returned values: every expected output is a tensor."""
+    if isinstance(value, (tuple, list)):
+        return len(value) > 0 and all(isinstance(v, torch.Tensor) for v in value)
+    return isinstance(value, torch.Tensor)
+
+
+def tour(m) -> dict:
+    """Call every contract function once on small inputs (for the from-scratch check).
+
+    Each part is reported as "ran" (it returned values), "not implemented" (the
+    stub's NotImplementedError, or the starter's None), or the exception it raised
+    (its own checks report that crash; the rule does not count it twice).
+    """
+    from grader.course import inputs as ci
+
+    def step_backward():
+        args = ci.rnn_step_forward()
+        _, cache = m.rnn_step_forward(**args)
+        return m.rnn_step_backward(torch.ones_like(args["prev_h"]), cache)
+
+    def seq_backward():
+        args = ci.rnn_forward()
+        h, cache = m.rnn_forward(**args)
+        return m.rnn_backward(torch.ones_like(h) if isinstance(h, torch.Tensor) else None, cache)
+
+    def lstm_step():
+        inputs = ci.lstm_step_forward()
+        lstm = m.LSTM(4, 5).double()
+        with torch.no_grad():
+            for k in ("Wx", "Wh", "b"):
+                getattr(lstm, k).copy_(inputs.pop(k))
+        return lstm.step_forward(**inputs)
+
+    def attn_step():
+        inputs = ci.attention_lstm_step_forward()
+        cell = m.AttentionLSTM(4, 5).double()
+        with torch.no_grad():
+            for k in ("Wx", "Wh", "Wattn", "b"):
+                getattr(cell, k).copy_(inputs.pop(k))
+        return cell.step_forward(**inputs)
+
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("rnn_step_forward", lambda: m.rnn_step_forward(**ci.rnn_step_forward())[:1]),
+        ("rnn_step_backward", step_backward),
+        ("rnn_forward", lambda: m.rnn_forward(**ci.rnn_forward())[:1]),
+        ("rnn_backward", seq_backward),
+        ("WordEmbedding", lambda: m.WordEmbedding(5, 3)(ci.word_embedding()["x"])),
+        ("temporal_softmax_loss", lambda: m.temporal_softmax_loss(
+            **{**ci.temporal_softmax_loss(20, 3, 10, 0.5), "ignore_index": 0})),
+        ("LSTM.step_forward", lstm_step),
+        ("LSTM.forward", lambda: m.LSTM(5, 4).double()(ci.lstm_forward()["x"],
+                                                       ci.lstm_forward()["h0"])),
+        ("dot_product_attention", lambda: m.dot_product_attention(
+            **ci.dot_product_attention())),
+        ("AttentionLSTM.step_forward", attn_step),
+        ("AttentionLSTM.forward", lambda: m.AttentionLSTM(5, 4).double()(
+            ci.attention_lstm_forward()["x"], ci.attention_lstm_forward()["A"])),
+    ]
+    words = {w: i for i, w in enumerate(["<NULL>", "<START>", "<END>", "<UNK>"]
+                                       + [f"w{i}" for i in range(8)])}
+    images = torch.rand(2, 3, 112, 112, generator=torch.Generator().manual_seed(7))
+    dims = {"input_dim": 400, "wordvec_dim": 6, "hidden_dim": 5}
+    models: dict[str, nn.Module] = {}
+
+    def model_for(cell: str) -> nn.Module:
+        # Seeded weights, as sample_hidden: a real decoder's words are not all <NULL>.
+        if cell not in models:
+            models[cell] = _captioning_model(m, cell, words, dims, "seeded", 0, "cpu", None,
+                                             gain=SAMPLE_GAIN)
+        return models[cell]
+
+    for cell in ("rnn", "lstm", "attn"):
+        def forward(cell=cell):
+            return model_for(cell)(images.clone(), torch.tensor([[1, 5, 2], [1, 6, 0]]))
+
+        def sample(cell=cell):
+            out = model_for(cell).sample(images.clone(), max_length=3)
+            captions = out[0] if cell == "attn" and isinstance(out, (tuple, list)) else out
+            if isinstance(captions, torch.Tensor) and bool((captions == 0).all()):
+                return None  # the starter's all-<NULL> placeholder
+            return captions
+
+        steps += [(f"CaptioningRNN.forward ({cell})", forward),
+                  (f"CaptioningRNN.sample ({cell})", sample)]
+    done = {}
+    for name, step in steps:
+        try:
+            value = step()
+            done[name] = "ran" if _tensors(value) else "not implemented"
+        except NotImplementedYet:
+            done[name] = "not implemented"
+        except NotImplementedError as exc:
+            done[name] = "not implemented" if STUB_MARKER in str(exc) else "NotImplementedError"
+        except BaseException as exc:  # the tour reports, later checks judge
+            done[name] = f"{type(exc).__name__}"
+    return done
+
+
+#: What the worker may run, by name.
+PROBES: dict[str, Callable[..., Any]] = {
+    f.__name__: f
+    for f in (function, manual_backward, module, captioning_loss,
+              captioning_sample, captioning_attributes, overfit, tour)
+}

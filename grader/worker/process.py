@@ -1,0 +1,271 @@
+"""The worker: the only process that imports and runs student code.
+
+Started by the harness (``python -m grader.worker.process``, inside ``grader.sandbox``)
+with two pipe file descriptors. It imports torch and the grader's modules,
+then waits for its first request, ``{"op": "import", "path": FILE}``: so a
+worker can be started ahead of time (batch grading keeps one warm) and the
+submission handed to it later. It imports the submission, swaps in the
+grader's ImageEncoder, then answers requests ``{"op": "call", "probe": NAME,
+"params": {...}}`` by running ``grader.worker.probes.NAME(module, **params)`` and
+replying with plain data (see ``grader.protocol``). It never judges anything:
+the harness does.
+
+It is two processes. The *broker* holds the harness's pipes and never runs
+student code; it forks the *student process* before the submission is
+imported, relays requests to it over pipes of its own, and forwards only
+replies that decode as plain data. So student code cannot write to the
+channel the harness reads, and the broker is not ptrace-able by it
+(``PR_SET_DUMPABLE`` 0). The student process also refuses sockets, new
+processes and signals to other processes (an audit hook, which Python offers
+no way to remove): "no network" and "no fork bomb" hold even on a host
+without namespaces, for all but code that calls libc directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from grader.contract import MODULE_NAME as STUDENT_MODULE
+
+OUTPUT_CAP = 20_000  # characters of student stdout/stderr kept per request
+
+
+class CappedText(io.TextIOBase):
+    """A text sink that keeps the first ``cap`` characters and counts the rest."""
+
+    def __init__(self, cap: int = OUTPUT_CAP):
+        self.cap, self.parts, self.kept, self.dropped = cap, [], 0, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        room = self.cap - self.kept
+        if room > 0:
+            self.parts.append(text[:room])
+            self.kept += min(room, len(text))
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def getvalue(self) -> str:
+        value = "".join(self.parts)
+        if self.dropped:
+            value += f"\n[... {self.dropped} more characters of output dropped]"
+        return value
+
+
+def describe_exception(exc: BaseException, student_file: str) -> dict[str, Any]:
+    """Exception type, message and the frames that are in the student's own file.
+
+    ``grader_encoder`` says the error passed through the grader's ImageEncoder (which
+    replaces the provided one while grading), so the feedback can say so.
+    """
+    from grader.contract import STUB_MARKER
+    from grader.course import encoder
+    from grader.worker.probes import NotImplementedYet
+
+    tb = traceback.extract_tb(exc.__traceback__)
+    frames = [
+        {"line": f.lineno, "function": f.name, "code": (f.line or "").strip()}
+        for f in tb if f.filename == student_file
+    ]
+    try:
+        message = str(exc)[:2000]
+    except Exception:
+        message = "<unprintable message>"
+    through_encoder = any(os.path.abspath(f.filename) == os.path.abspath(encoder.__file__)
+                          for f in tb) or "ImageEncoder" in message
+    return {
+        "type": type(exc).__name__,
+        "message": message,
+        "frames": frames[-8:],
+        "not_implemented": (isinstance(exc, NotImplementedError) and STUB_MARKER in message)
+        or isinstance(exc, NotImplementedYet),
+        "grader_encoder": through_encoder,
+    }
+
+
+def serve(requests: Connection, replies: Connection) -> None:
+    import torch
+
+    from grader import protocol
+    from grader.worker import probes
+    from grader.worker.forbidden import ForbiddenMonitor
+    from grader.worker.loader import load_submission
+
+    try:
+        first = protocol.decode(requests.recv_bytes())
+    except EOFError:
+        return  # a warm worker nobody needed
+    if first.get("op") != "import" or not isinstance(first.get("path"), str):
+        raise SystemExit(f"capgrade worker: the first request must be an import, not {first!r}")
+    student_file = os.path.abspath(first["path"])
+    # One thread by default: workers run side by side in batch grading, and OpenMP
+    # spin-waiting under contention slows small ops by orders of magnitude.
+    torch.set_num_threads(int(os.environ.get("CAPGRADE_WORKER_THREADS", "1")))
+    # Full-precision matmuls on CUDA too, so tolerances hold on every device.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    monitor = ForbiddenMonitor(student_file)
+    monitor.install()
+
+    def run(fn, *args, **kwargs) -> dict[str, Any]:
+        out = CappedText()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                value = fn(*args, **kwargs)
+            return {"ok": True, "value": protocol.plain(value), "output": out.getvalue()}
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+            return {"ok": False, "error": describe_exception(exc, student_file),
+                    "output": out.getvalue()}
+
+    result = run(load_submission, student_file, allow_imagenet=False)
+    module = sys.modules.get(STUDENT_MODULE) if result["ok"] else None
+    result["value"] = None
+    replies.send_bytes(protocol.encode(result))
+
+    while True:
+        try:
+            request = protocol.decode(requests.recv_bytes())
+        except EOFError:
+            return
+        op = request.get("op")
+        if op == "usage":
+            reply = {"ok": True, "value": monitor.report(), "output": ""}
+        elif op == "call" and module is not None:
+            probe = probes.PROBES.get(request["probe"])
+            if probe is None:
+                reply = {"ok": False, "error": {"type": "ProbeError", "message":
+                         f"unknown probe {request['probe']!r}", "frames": [],
+                         "not_implemented": False}, "output": ""}
+            else:
+                reply = run(probe, module, **request.get("params", {}))
+        else:
+            reply = {"ok": False, "error": {"type": "ProbeError", "message": f"bad op {op!r}",
+                     "frames": [], "not_implemented": False}, "output": ""}
+        try:
+            data = protocol.encode(reply)
+        except Exception as exc:  # e.g. a value torch.save cannot store
+            data = protocol.encode({"ok": False, "output": reply.get("output", ""), "error": {
+                "type": "UnserializableResult", "message": str(exc)[:500], "frames": [],
+                "not_implemented": False}})
+        replies.send_bytes(data)
+
+
+#: Audit events the student process refuses (see the module docstring).
+_REFUSED = {
+    "socket.connect": "network connections", "socket.bind": "network sockets",
+    "socket.sendto": "network connections", "socket.sendmsg": "network connections",
+    "os.fork": "new processes", "os.forkpty": "new processes", "os.posix_spawn": "new processes",
+    "os.exec": "new programs", "os.system": "new programs", "subprocess.Popen": "new programs",
+    "pty.spawn": "new programs",
+}
+
+
+def install_guards() -> None:
+    """Refuse sockets, new processes and signals to other processes from now on."""
+    me = os.getpid()
+
+    def guard(event: str, args: tuple) -> None:
+        what = _REFUSED.get(event)
+        if what is None and event in ("os.kill", "os.killpg") and args and args[0] not in (0, me):
+            what = "signals to other processes"
+        if what is not None:
+            raise PermissionError(f"capgrade: {what} are not allowed while grading ({event})")
+
+    sys.addaudithook(guard)
+
+
+def _undumpable() -> None:
+    """Keep same-user processes (the student's) from ptrace-ing or reading our memory."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
+def broker(requests: Connection, replies: Connection, to_student: Connection,
+           from_student: Connection) -> bool:
+    """Relay requests to the student process and its replies, checked, to the harness.
+
+    Returns True when the student process went away, False when the harness did.
+    """
+    from grader import protocol
+
+    try:  # the import request: every later request follows a reply
+        to_student.send_bytes(requests.recv_bytes())
+    except (EOFError, OSError):
+        return False
+    while True:
+        try:
+            data = from_student.recv_bytes()
+        except (EOFError, OSError):
+            return True  # the student process died: the harness sees our EOF and says so
+        try:
+            protocol.decode(data)  # plain data only, or nothing goes through
+        except Exception as exc:
+            data = protocol.encode({"ok": False, "output": "", "error": {
+                "type": "ProtocolError", "message": f"the worker sent a reply that is not "
+                f"plain data ({str(exc)[:200]})", "frames": [], "not_implemented": False}})
+        replies.send_bytes(data)
+        try:
+            request = requests.recv_bytes()
+        except (EOFError, OSError):
+            return False
+        try:
+            to_student.send_bytes(request)
+        except OSError:
+            return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--request-fd", type=int, required=True)
+    parser.add_argument("--reply-fd", type=int, required=True)
+    args = parser.parse_args()
+    import torch  # noqa: F401 - imported once, before the fork, and shared
+
+    # Everything importing a submission needs, so a warm worker has it all loaded.
+    from grader import contract, protocol  # noqa: F401
+    from grader.course import encoder  # noqa: F401
+    from grader.worker import forbidden, probes  # noqa: F401
+
+    down_read, down_write = os.pipe()
+    up_read, up_write = os.pipe()
+    student = os.fork()
+    if student == 0:
+        for fd in (args.request_fd, args.reply_fd, down_write, up_read):
+            os.close(fd)
+        install_guards()
+        serve(Connection(down_read, writable=False),
+              Connection(up_write, readable=False))
+    else:
+        for fd in (down_read, up_write):
+            os.close(fd)
+        _undumpable()
+        student_gone = broker(
+            Connection(args.request_fd, writable=False), Connection(args.reply_fd, readable=False),
+            Connection(down_write, readable=False), Connection(up_read, writable=False))
+        if not student_gone:
+            os.kill(student, 9)
+        _, status = os.waitpid(student, 0)
+        # Exit as the student process did, so the harness can say how it ended.
+        os._exit(os.waitstatus_to_exitcode(status) % 256 if os.WIFEXITED(status)
+                 else 128 + os.WTERMSIG(status))
+    # Skip interpreter teardown: student objects' __del__ must not run after us.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
