@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="include the hidden checks (instructors: needs reference/expected) "
                            "and the slow end-to-end checks (overfitting, the loss file)")
     check.add_argument("--hidden-expected", type=Path, default=None,
-                       help="hidden expected values (default: reference/expected/hidden.pt)")
+                       help="hidden expected values (default: "
+                       "reference/expected/hidden.safetensors)")
     check.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     check.add_argument("--timeout", type=float, default=None,
                        help="seconds one call into the student's code may take (default: 15)")
@@ -336,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="regenerate the stub and the expected values")
     build.add_argument("--reference", type=Path, default=REFERENCE)
     build.add_argument("--stub", type=Path, default=STUB)
-    build.add_argument("--hidden-expected", type=Path, default=Path("reference/expected/hidden.pt"))
+    build.add_argument("--hidden-expected", type=Path,
+                       default=Path("reference/expected/hidden.safetensors"))
     build.set_defaults(func=_build)
 
     data = sub.add_parser("data", help="check the course's coco.pt, or make the synthetic set")
@@ -405,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("-o", "--out", type=Path, default=Path("autograder.zip"),
                     help="the zip to write (default: %(default)s)")
     gs.add_argument("--hidden-expected", type=Path,
-                    default=Path("reference/expected/hidden.pt"),
+                    default=Path("reference/expected/hidden.safetensors"),
                     help="hidden expected values to ship (default: %(default)s)")
     _add_grading_choices(gs)
     gs.add_argument("--deadline", type=float, default=540.0,

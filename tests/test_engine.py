@@ -75,7 +75,7 @@ def test_public_mode_runs_only_public_checks():
 def test_expected_values_are_fresh():
     """Fails when the reference or the catalogue changed without `capgrade build`."""
     assert ex.staleness(ex.PUBLIC_PATH, REFERENCE) == []
-    assert ex.staleness(REFERENCE.parent / "expected" / "hidden.pt", REFERENCE) == []
+    assert ex.staleness(REFERENCE.parent / "expected" / "hidden.safetensors", REFERENCE) == []
     meta = ex.load(ex.PUBLIC_PATH)[ex.META]
     assert meta["torch"] and meta["seeds"]["rnn_step_backward_public"] == [0]
 

@@ -77,7 +77,7 @@ def test_the_release_holds_the_student_files_only(bundle):
     with zipfile.ZipFile(bundle / wheel) as zf:
         names = zf.namelist()
     assert all(n.startswith(("grader/", "capgrade-")) for n in names)
-    assert "grader/expected/public.pt" in names and "grader/checks/rubric.toml" in names
+    assert "grader/expected/public.safetensors" in names and "grader/checks/rubric.toml" in names
     assert not any("reference" in n or "hidden" in n for n in names)
 
 
@@ -99,14 +99,14 @@ def test_no_hidden_expected_value_is_in_the_release(bundle):
     assert hidden_keys
     tensor_files = 0
     for name, data in _members(bundle):
-        assert not name.endswith("hidden.pt") and data != hidden_bytes, name
+        assert not name.endswith("hidden.safetensors") and data != hidden_bytes, name
         if name.endswith(".pt"):
             tensor_files += 1
             values = torch.load(io.BytesIO(data), weights_only=True)
             if "__meta__" in values:
                 assert values["__meta__"]["visibility"] == "public", name
             assert not set(values) & hidden_keys, name
-    assert tensor_files == 2  # public.pt and the encoder weights, both opened
+    assert tensor_files == 2  # public.safetensors and the encoder weights, both opened
 
 
 def test_the_audit_catches_a_planted_leak(bundle, tmp_path):

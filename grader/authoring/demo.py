@@ -158,7 +158,7 @@ def run_demo(reference: Path, stub: Path, console: Console | None = None) -> int
     table = Table(title="capgrade check --all (public + hidden checks, sandboxed worker)")
     for column in ("submission", "score", "passed", "failed", "error", "seconds"):
         table.add_column(column)
-    hidden = Path("reference/expected/hidden.pt").is_file()
+    hidden = Path("reference/expected/hidden.safetensors").is_file()
     for label, path in (("reference", reference), ("stub", stub)):
         result = run_checks(path, include_hidden=hidden)
         counts = result.counts()

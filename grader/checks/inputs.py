@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+from grader.protocol import INPUT
 
 F64 = {"rtol": 1e-8, "atol": 1e-10}
 F32 = {"rtol": 1e-5, "atol": 1e-6}
 NUMERIC = {"rtol": 1e-5, "atol": 1e-7}
 LOSS32 = {"rtol": 1e-5, "atol": 1e-5}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Seeds used by the check being run (recorded in the expected values' metadata).
 SEEDS: set[int] = set()
@@ -31,16 +30,36 @@ def tol(dtype: str) -> dict[str, float]:
     return F64 if dtype == "float64" else F32
 
 
-def randn(seed: int, *shapes: tuple[int, ...], dtype: str = "float64") -> list[torch.Tensor]:
+def spec(builder: str, *pick: str | int, rows: int | None = None, **args: Any) -> dict:
+    """An input the worker builds (``grader.worker.values.BUILDERS``): the harness holds no
+    tensors, only what to draw. ``pick`` selects within the built value, ``rows`` its first rows.
+    """
+    value: dict[str, Any] = {INPUT: builder, "args": args, "pick": list(pick)}
+    if rows is not None:
+        value["rows"] = rows
+    if "seed" in args:
+        SEEDS.add(args["seed"])
+    return value
+
+
+def scaled(value: dict, factor: float) -> dict:
+    """``factor *`` the input ``value`` describes."""
+    return {**value, "scale": factor}
+
+
+def randn(seed: int, *shapes: tuple[int, ...], dtype: str = "float64") -> list[dict]:
     """Tensors drawn in order from one generator, like the course's manual_seed + randn."""
-    SEEDS.add(seed)
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(*shape, generator=gen, dtype=DTYPES[dtype]) for shape in shapes]
+    drawn = {"seed": seed, "shapes": [list(s) for s in shapes], "dtype": dtype}
+    return [spec("randn", i, **drawn) for i in range(len(shapes))]
 
 
-def randint(seed: int, high: int, shape: tuple[int, ...]) -> torch.Tensor:
-    SEEDS.add(seed)
-    return torch.randint(high, shape, generator=torch.Generator().manual_seed(seed))
+def randint(seed: int, high: int, shape: tuple[int, ...]) -> dict:
+    return spec("randint", seed=seed, high=high, shape=list(shape))
+
+
+def course(name: str, *pick: str, **kwargs: Any) -> dict:
+    """One of the course notebook's inputs (``grader.course.inputs.<name>``), or one key of it."""
+    return spec("course", *pick, name=name, **kwargs)
 
 
 def vocab(size: int) -> dict[str, int]:

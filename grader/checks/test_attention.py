@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grader.checks.inputs import F64, call, check_grads, randn, tol
-from grader.course import inputs as ci
+from grader.checks.inputs import F64, call, check_grads, course, randn, scaled, tol
 from grader.harness.judging import CheckFailure, as_tensor
 
 PARAMS = ("Wx", "Wh", "Wattn", "b")
@@ -19,15 +18,16 @@ def _pair(value, what):
 
 def test_dot_product_attention_public(submission, expect, device):
     out = call(submission, "dot_product_attention", "function", name="dot_product_attention",
-               args=ci.dot_product_attention(), device=device)
+               args=course("dot_product_attention"), device=device)
     attn, weights = _pair(out["outputs"], "dot_product_attention")
     expect.close("attn", attn, "dot_product_attention: attn", **F64)
     expect.close("weights", weights, "dot_product_attention: attn_weights", **F64)
 
 
 def test_attention_lstm_step_forward_public(submission, expect, device):
-    inputs = ci.attention_lstm_step_forward()
-    params = {k: inputs.pop(k) for k in PARAMS}
+    params = {k: course("attention_lstm_step_forward", k) for k in PARAMS}
+    inputs = {k: course("attention_lstm_step_forward", k) for k in ("x", "prev_h", "prev_c",
+                                                                      "attn")}
     out = call(submission, "AttentionLSTM.step_forward", "module", cls="AttentionLSTM",
                init=[4, 5], params=params, method="step_forward", args=inputs, device=device,
                dtype="float64")
@@ -37,8 +37,8 @@ def test_attention_lstm_step_forward_public(submission, expect, device):
 
 
 def test_attention_lstm_forward_public(submission, expect, device):
-    inputs = ci.attention_lstm_forward()
-    params = {k: inputs.pop(k) for k in PARAMS}
+    params = {k: course("attention_lstm_forward", k) for k in PARAMS}
+    inputs = {k: course("attention_lstm_forward", k) for k in ("x", "A")}
     out = call(submission, "AttentionLSTM.forward", "module", cls="AttentionLSTM", init=[5, 4],
                params=params, method="forward", args=inputs, device=device, dtype="float64")
     expect.close("h", out["outputs"], "AttentionLSTM.forward", **F64)
@@ -48,11 +48,11 @@ def test_attention_lstm_forward_public(submission, expect, device):
 def test_dot_product_attention_hidden(submission, expect, device, dtype):
     prev_h, A = randn(40, (1, 7), (1, 7, 4, 4), dtype=dtype)
     out = call(submission, "dot_product_attention", "function", name="dot_product_attention",
-               args={"prev_h": prev_h, "A": 2 * A}, device=device)
+               args={"prev_h": prev_h, "A": scaled(A, 2)}, device=device)
     attn, weights = _pair(out["outputs"], "dot_product_attention")
     weights_t = as_tensor(weights, "dot_product_attention: attn_weights")
     if weights_t.shape == (1, 4, 4):
-        total = weights_t.double().sum().item()
+        total = float(weights_t.astype("float64").sum())
         if abs(total - 1) > 1e-4:
             raise CheckFailure(f"dot_product_attention: the 16 weights sum to {total:.4f}, "
                                "not 1 (softmax over the 16 positions)")
@@ -86,7 +86,7 @@ def test_attention_lstm_gradients_hidden(submission, expect, device):
     x, A, Wx, Wh, Wattn, b, g = randn(43, (N, T, D), (N, H, 4, 4), (D, 4 * H), (H, 4 * H),
                                       (H, 4 * H), (4 * H,), (N, T, H))
     out = call(submission, "AttentionLSTM.forward", "module", cls="AttentionLSTM", init=[D, H],
-               params={"Wx": Wx, "Wh": Wh, "Wattn": Wattn, "b": 0.1 * b}, method="forward",
+               params={"Wx": Wx, "Wh": Wh, "Wattn": Wattn, "b": scaled(b, 0.1)}, method="forward",
                args={"x": x, "A": A}, upstream=[g], device=device, dtype="float64",
                grad_wrt=["x", "A", "param:Wx", "param:Wh", "param:Wattn", "param:b"])
     check_grads(expect, out["grads"], "AttentionLSTM", F64, outputs=out["outputs"])

@@ -2,43 +2,39 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-import torch
 
-from grader.checks.inputs import F32, F64, LOSS32, call, randint, randn, vocab
-from grader.course import inputs as ci
+from grader.checks.inputs import F32, F64, LOSS32, call, course, randn, spec, vocab
+from grader.course.settings import CAPTIONING_DIMS, CAPTIONING_VOCAB
 from grader.harness.judging import CheckFailure, as_tensor, close, match_by_shape
+from grader.protocol import dtype_name
 
 CELLS = ["rnn", "lstm", "attn"]
 SMALL = {"input_dim": 400, "wordvec_dim": 6, "hidden_dim": 5}
 
 
-def _captions(seed: int, N: int, T: int, V: int) -> torch.Tensor:
-    """<START>, words, <END>, then <NULL> padding of varying length."""
-    caps = randint(seed, V - 4, (N, T)) + 4
-    caps[:, 0] = 1
-    for i in range(N):
-        end = T - 1 - (i % 3)
-        caps[i, end] = 2
-        caps[i, end + 1:] = 0
-    return caps
+def _captions(seed: int, N: int, T: int, V: int) -> dict:
+    """<START>, words, <END>, then <NULL> padding of varying length (built in the worker)."""
+    return spec("captions", seed=seed, N=N, T=T, V=V)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_captioning_loss_public(submission, expect, device, cell):
     out = call(submission, f"CaptioningRNN ({cell}) forward", "captioning_loss", cell_type=cell,
-               vocab=ci.CAPTIONING_VOCAB, dims=ci.CAPTIONING_DIMS, ignore_index=0,
-               fill="course", device=device, **ci.captioning_batch(cell))
+               vocab=CAPTIONING_VOCAB, dims=CAPTIONING_DIMS, ignore_index=0, fill="course",
+               device=device, images=course("captioning_batch", "images", cell_type=cell),
+               captions=course("captioning_batch", "captions", cell_type=cell))
     expect.close("loss", out["loss"], f"CaptioningRNN ({cell}) loss", **LOSS32)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_captioning_loss_float64_hidden(submission, expect, device, cell):
-    batch = ci.captioning_batch(cell)
     out = call(submission, f"CaptioningRNN ({cell}) forward", "captioning_loss", cell_type=cell,
-               vocab=ci.CAPTIONING_VOCAB, dims=ci.CAPTIONING_DIMS, ignore_index=0,
+               vocab=CAPTIONING_VOCAB, dims=CAPTIONING_DIMS, ignore_index=0,
                fill="course", device=device, dtype="float64",
-               images=batch["images"][:4], captions=batch["captions"][:4])
+               images=course("captioning_batch", "images", rows=4, cell_type=cell),
+               captions=course("captioning_batch", "captions", rows=4, cell_type=cell))
     expect.close("loss", out["loss"], f"CaptioningRNN ({cell}) loss in float64", **F64)
 
 
@@ -54,8 +50,7 @@ def test_captioning_gradients_hidden(submission, expect, device, cell):
         raise CheckFailure(f"{what}: no gradient reached the images; the loss is cut off from "
                            "the image features")
     # Stored pooled to 8x8: a wrong or missing path to the image shows up in any pooling.
-    pooled = torch.nn.functional.adaptive_avg_pool2d(
-        as_tensor(out["images_grad"], f"{what}: gradient of the images"), 8)
+    pooled = _pool(as_tensor(out["images_grad"], f"{what}: gradient of the images"), 8)
     expect.close("images_grad", pooled, f"{what}: gradient of the images (8x8 pooled)", **F64)
     if expect.record:
         expect.value("param_grads", [{**p, "grad": p["grad"]} for p in out["param_grads"]])
@@ -101,22 +96,30 @@ def test_captioning_ignore_index_none_hidden(submission, expect, device):
 NULL, START, END = 0, 1, 2
 
 
-def _generated(expected: torch.Tensor) -> torch.Tensor:
+def _pool(grad: np.ndarray, size: int) -> np.ndarray:
+    """Average over equal blocks down to size x size (N, C, H, W), like adaptive pooling."""
+    if grad.ndim != 4 or grad.shape[2] % size or grad.shape[3] % size:
+        return grad  # a wrong shape: the comparison says so
+    N, C, H, W = grad.shape
+    return grad.reshape(N, C, size, H // size, size, W // size).mean(axis=(3, 5))
+
+
+def _generated(expected: np.ndarray) -> np.ndarray:
     """Where a caption must match: up to and including its first <END> (stopping is optional)."""
-    ended = (expected == END).long().cumsum(dim=1)
+    ended = np.cumsum(expected == END, axis=1)
     return (ended == 0) | ((ended == 1) & (expected == END))
 
 
-def _feedback_evidence(fed: list, captions: torch.Tensor) -> str:
+def _feedback_evidence(fed: list, captions: np.ndarray) -> str:
     """What the recorded embedding inputs prove about feeding words back (or nothing)."""
-    steps = [f.reshape(-1) for f in fed if isinstance(f, torch.Tensor)]
+    steps = [f.reshape(-1) for f in fed if isinstance(f, np.ndarray)]
     N, T = captions.shape
-    if len(steps) < T or any(s.numel() != N for s in steps[:T]):
+    if len(steps) < T or any(s.size != N for s in steps[:T]):
         return ""  # the embedding was not called once per step: no evidence either way
     if not bool((steps[0] == START).all()):
         return "the first input word is not <START>"
     for t in range(1, T):
-        if not torch.equal(steps[t], captions[:, t - 1]):
+        if not np.array_equal(steps[t], captions[:, t - 1]):
             return (f"the word chosen at step {t - 1} is not the input word of step {t}: feed "
                     "each chosen word back as the next input")
     return ""
@@ -129,8 +132,9 @@ def _sample(submission, expect, device, cell, N, max_length, seed):
                dims={"input_dim": 400, "wordvec_dim": 8, "hidden_dim": 10}, images=images,
                max_length=max_length, device=device, dtype="float64")
     captions = as_tensor(out["captions"], f"{what}: captions")
-    if captions.dtype != torch.int64:
-        raise CheckFailure(f"{what}: captions have dtype {captions.dtype}, expected torch.int64")
+    if captions.dtype != np.int64:
+        raise CheckFailure(f"{what}: captions have dtype {dtype_name(captions.dtype)}, expected "
+                           "torch.int64")
     if captions.shape != (N, max_length):
         raise CheckFailure(f"{what}: captions have shape {tuple(captions.shape)}, expected "
                            f"(N, max_length) = {(N, max_length)}")
@@ -140,18 +144,18 @@ def _sample(submission, expect, device, cell, N, max_length, seed):
     expected = expect.value("captions", captions)
     mask = _generated(expected)
     # After a caption's <END> a solution may go on generating or leave <NULL>.
-    agree = torch.where(mask, captions == expected, (captions == expected) | (captions == NULL))
+    agree = np.where(mask, captions == expected, (captions == expected) | (captions == NULL))
     if not bool(agree.all()):
         evidence = _feedback_evidence(out.get("fed_words") or [], captions)
         if evidence:
             raise CheckFailure(f"{what}: {evidence}")
         if (captions[:, 0] == START).all() and not (expected[:, 0] == START).all():
             raise CheckFailure(f"{what}: column 0 is <START>; return only the generated words")
-        if max_length > 1 and torch.equal(captions[:, 1:], expected[:, :-1]):
+        if max_length > 1 and np.array_equal(captions[:, 1:], expected[:, :-1]):
             raise CheckFailure(f"{what}: the captions are shifted by one word")
-        wrong = (~agree).nonzero()
-        raise CheckFailure(f"{what}: captions: {len(wrong)} of {captions.numel()} words differ, "
-                           f"the first at index {tuple(wrong[0].tolist())}")
+        wrong = np.argwhere(~agree)
+        raise CheckFailure(f"{what}: captions: {len(wrong)} of {captions.size} words differ, "
+                           f"the first at index {tuple(int(i) for i in wrong[0])}")
     if cell != "attn":
         return
     if not out["returned_pair"]:
@@ -165,13 +169,13 @@ def _sample(submission, expect, device, cell, N, max_length, seed):
                            f"expected (N, max_length, 4, 4) = {(N, max_length, 4, 4)}")
     # The starter's buffer is float32 whatever the input dtype: any float dtype is right.
     # Steps after a caption's <END> may be skipped (their weights stay as allocated).
-    weights = weights.double()
-    steps = mask.unsqueeze(-1).unsqueeze(-1).expand_as(weights)
-    sums = weights.sum(dim=(2, 3))[mask]
-    close(sums, torch.ones_like(sums), f"{what}: each step's 16 attention weights sum",
+    weights = weights.astype(np.float64)
+    steps = np.broadcast_to(mask[:, :, None, None], weights.shape)
+    sums = weights.sum(axis=(2, 3))[mask]
+    close(sums, np.ones_like(sums), f"{what}: each step's 16 attention weights sum",
           rtol=0, atol=1e-6, hidden=expect.hidden, check_dtype=False)
-    reference = expect.value("attn_weights", weights.float()).double()
-    close(torch.where(steps, weights, reference), reference,
+    reference = expect.value("attn_weights", weights.astype(np.float32)).astype(np.float64)
+    close(np.where(steps, weights, reference), reference,
           f"{what}: attention weights used at each step", **F32, hidden=expect.hidden,
           check_dtype=False)
 

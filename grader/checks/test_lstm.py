@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from grader.checks.inputs import F64, call, check_grads, randn, tol
-from grader.course import inputs as ci
+from grader.checks.inputs import F64, call, check_grads, course, randn, tol
 
 PARAMS = ("Wx", "Wh", "b")
 
 
-def _split(inputs: dict) -> tuple[dict, dict]:
-    params = {k: inputs.pop(k) for k in PARAMS}
-    return params, inputs
+def _split(name: str, args: tuple[str, ...]) -> tuple[dict, dict]:
+    """The course's inputs ``name``: the parameters, and the arguments ``args``."""
+    return {k: course(name, k) for k in PARAMS}, {k: course(name, k) for k in args}
 
 
 def test_lstm_step_forward_public(submission, expect, device):
-    params, args = _split(ci.lstm_step_forward())
+    params, args = _split("lstm_step_forward", ("x", "prev_h", "prev_c"))
     out = call(submission, "LSTM.step_forward", "module", cls="LSTM", init=[4, 5],
                params=params, method="step_forward", args=args, device=device, dtype="float64")
     next_h, next_c = out["outputs"] if isinstance(out["outputs"], (tuple, list)) else (None, None)
@@ -25,7 +24,7 @@ def test_lstm_step_forward_public(submission, expect, device):
 
 
 def test_lstm_forward_public(submission, expect, device):
-    params, args = _split(ci.lstm_forward())
+    params, args = _split("lstm_forward", ("x", "h0"))
     out = call(submission, "LSTM.forward", "module", cls="LSTM", init=[5, 4], params=params,
                method="forward", args=args, device=device, dtype="float64")
     expect.close("h", out["outputs"], "LSTM.forward", **F64)

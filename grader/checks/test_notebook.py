@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from grader import sandbox
-from grader.checks.inputs import call
+from grader.checks.inputs import call, spec
+from grader.contract import CELL_TYPES
 from grader.course import lossfile
+from grader.course.settings import GRADING
+from grader.harness.client import read_loss_file
 from grader.harness.judging import CheckFailure
 from grader.notebook import runner as notebook_runner
-from grader.notebook import support as ns
 
 #: Relative tolerance between the notebook's losses and the grader's re-run.
 #: Both run the same code with the same thread count on one machine, so they agree
@@ -39,18 +40,17 @@ TRAIN_TIMEOUT = 300.0
 
 
 @pytest.fixture(scope="module")
-def notebook_run(request: pytest.FixtureRequest) -> notebook_runner.NotebookReport:
+def notebook_run(request: pytest.FixtureRequest, secrets) -> notebook_runner.NotebookReport:
     config = request.config
     module = Path(config.getoption("submission")).resolve()
     given = config.getoption("notebook")
     notebook = Path(given) if given else module.parent / notebook_runner.NOTEBOOK_NAME
     kept = config.getoption("notebook_out")
-    hidden = Path(config.getoption("hidden_expected")).resolve()
     # Without --notebook-out the executed copy lives only as long as these checks.
     with contextlib.ExitStack() as stack:
         out = kept or stack.enter_context(tempfile.TemporaryDirectory(prefix="capgrade-notebook-"))
         report = notebook_runner.run_notebook(notebook, module=module, out_dir=out,
-                                              secrets=(*sandbox.DEFAULT_SECRETS, hidden))
+                                              secrets=secrets)
         report.kept = bool(kept)
         yield report
 
@@ -75,22 +75,23 @@ def test_notebook_executes(notebook_run):
                               ". To keep the executed copy, pass --notebook-out DIR"))
 
 
-def _produced_losses(report: notebook_runner.NotebookReport) -> dict[str, list[float]]:
+def _produced_losses(report: notebook_runner.NotebookReport, secrets
+                     ) -> dict[str, list[float]]:
     _executed(report)
     path = report.file(lossfile.FILENAME)
     if path is None:
         raise CheckFailure(f"running the notebook did not write {lossfile.FILENAME} next to it "
                            "(its last cell saves the three loss histories)")
     try:
-        return lossfile.load_loss_file(path)
+        return read_loss_file(path, lossfile.DEFAULT_MAX_BYTES, secrets)
     except lossfile.LossFileError as exc:
         raise CheckFailure(str(exc)) from None
 
 
-def test_notebook_writes_losses(notebook_run):
+def test_notebook_writes_losses(notebook_run, secrets):
     """The execution saved the three grading-mode histories, one loss per iteration."""
-    data = _produced_losses(notebook_run)
-    rules = lossfile.LossFileRules(expected_length=ns.GRADING.train_iterations,
+    data = _produced_losses(notebook_run, secrets)
+    rules = lossfile.LossFileRules(expected_length=GRADING.train_iterations,
                                    final_bounds={}, min_drop=1.0)
     problems = lossfile.judge_losses(data, rules)
     if problems:
@@ -99,25 +100,22 @@ def test_notebook_writes_losses(notebook_run):
 
 def grader_losses(submission, device: str = "cpu") -> dict[str, list[float]]:
     """The grader's own run of the notebook's grading-mode training, on the submitted module."""
-    from grader.course.dataset import load_synthetic
-
-    run = ns.GRADING
-    data = load_synthetic(run.n_train, run.n_val, run.data_seed)
-    images, captions = ns.training_subset(data, run)
+    run = GRADING
     losses = {}
-    for cell in ns.CELL_TYPES:
+    for cell in CELL_TYPES:
         out = call(submission, f"training CaptioningRNN ({cell}) as the notebook does", "overfit",
                    timeout=max(TRAIN_TIMEOUT, submission.timeout), cell_type=cell, seed=run.seed,
                    dims=run.dims(), learning_rate=run.train_lr, num_epochs=run.train_epochs,
-                   batch_size=run.train_batch, images=images, captions=captions,
-                   vocab=data["vocab"]["token_to_idx"], device="cpu")
+                   batch_size=run.train_batch, images=spec("notebook_training", "images"),
+                   captions=spec("notebook_training", "captions"),
+                   vocab=spec("notebook_training", "vocab"), device="cpu")
         losses[f"{cell}_losses"] = list(out["losses"]) if isinstance(out, dict) else []
     return losses
 
 
-def test_notebook_losses_reproduce(notebook_run, submission):
+def test_notebook_losses_reproduce(notebook_run, submission, secrets):
     """The saved losses are the grader's own re-run of the same configuration."""
-    produced = _produced_losses(notebook_run)
+    produced = _produced_losses(notebook_run, secrets)
     problems = lossfile.compare_histories(produced, grader_losses(submission), REPRODUCE_RTOL)
     if problems:
         raise CheckFailure("the losses the notebook saved are not what its training cells "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from grader.checks.inputs import call
+from grader.checks.inputs import call, spec
 from grader.course import overfit
 from grader.harness.judging import CheckFailure
 
@@ -21,12 +21,13 @@ OVERFIT_TIMEOUT = 120.0
 @pytest.mark.parametrize("cell", list(overfit.SETUPS))
 def test_overfit(submission, device, cell):
     setup = overfit.SETUPS[cell]
-    images, captions = setup.data()
     out = call(submission, f"training CaptioningRNN ({cell})", "overfit",
                timeout=max(OVERFIT_TIMEOUT, submission.timeout), cell_type=cell,
                seed=setup.seed, dims=setup.dims, learning_rate=setup.learning_rate,
-               num_epochs=setup.num_epochs, batch_size=setup.batch_size, images=images,
-               captions=captions, vocab=overfit.vocab(), device=device)
+               num_epochs=setup.num_epochs, batch_size=setup.batch_size,
+               images=spec("overfit_data", "images", cell=cell),
+               captions=spec("overfit_data", "captions", cell=cell), vocab=overfit.vocab(),
+               device=device)
     problem = overfit.judge(out.get("losses") if isinstance(out, dict) else None, setup)
     if problem:
         raise CheckFailure(problem)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grader.checks.inputs import F64, NUMERIC, call, randn, tol
-from grader.course import inputs as ci
+from grader.checks.inputs import F64, NUMERIC, call, course, randn, tol
 from grader.harness.judging import close
 
 ARGS = ("x", "prev_h", "Wx", "Wh", "b")
@@ -16,13 +15,13 @@ SEQ_GRADS = ("dx", "dh0", "dWx", "dWh", "db")
 
 def test_rnn_step_forward_public(submission, expect, device):
     out = call(submission, "rnn_step_forward", "function", name="rnn_step_forward",
-               args=ci.rnn_step_forward(), take=[0], device=device)
+               args=course("rnn_step_forward"), take=[0], device=device)
     expect.close("next_h", out["outputs"][0], "rnn_step_forward: next_h", **F64)
 
 
 def test_rnn_forward_public(submission, expect, device):
     out = call(submission, "rnn_forward", "function", name="rnn_forward",
-               args=ci.rnn_forward(), take=[0], device=device)
+               args=course("rnn_forward"), take=[0], device=device)
     expect.close("h", out["outputs"][0], "rnn_forward: h", **F64)
 
 
@@ -69,8 +68,8 @@ def test_rnn_backward_autograd_public(submission, expect, device):
 
 
 def test_rnn_module_public(submission, expect, device):
-    inputs = ci.rnn_forward()
-    params = {k: inputs.pop(k) for k in ("Wx", "Wh", "b")}
+    params = {k: course("rnn_forward", k) for k in ("Wx", "Wh", "b")}
+    inputs = {k: course("rnn_forward", k) for k in ("x", "h0")}
     out = call(submission, "RNN.forward", "module", cls="RNN", init=[4, 5], params=params,
                method="forward", args=inputs, device=device, dtype="float64")
     expect.close("h", out["outputs"], "RNN.forward", **F64)

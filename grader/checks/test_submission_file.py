@@ -1,7 +1,8 @@
 """The hand-in's loss file, ``rnn_lstm_attention_submission.pt``, next to the module.
 
-Read with torch's restricted unpickler only (``grader.course.lossfile``): a malicious
-file fails these checks and can do nothing else. The rules (length, the
+Parsed in a worker that imports no student code, with torch's restricted
+unpickler only (``grader.worker.lossfile_reader``): a malicious file fails these
+checks and can do nothing else. The rules (length, the
 course's final-loss bounds, a curve that goes down) come from the rubric's
 ``[submission_file]`` table. Run by ``capgrade check --all`` or
 ``--only submission_file``.
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from grader.course import lossfile
+from grader.harness.client import read_loss_file
 from grader.harness.judging import CheckFailure
 
 
@@ -33,16 +35,16 @@ def rules(request: pytest.FixtureRequest) -> lossfile.LossFileRules:
     return lossfile.LossFileRules.from_mapping(table)
 
 
-def _load(path: Path, rules: lossfile.LossFileRules) -> dict[str, list[float]]:
+def _load(path: Path, rules: lossfile.LossFileRules, secrets) -> dict[str, list[float]]:
     try:
-        return lossfile.load_loss_file(path, max_bytes=rules.max_bytes)
+        return read_loss_file(path, rules.max_bytes, secrets)
     except lossfile.LossFileError as exc:
         raise CheckFailure(str(exc)) from None
 
 
-def test_submission_file_format(loss_file, rules):
+def test_submission_file_format(loss_file, rules, secrets):
     """Readable, the three keys, lists of numbers, the right length, finite, not rising."""
-    data = _load(loss_file, rules)
+    data = _load(loss_file, rules, secrets)
     shape_rules = lossfile.LossFileRules(
         expected_length=rules.expected_length, max_bytes=rules.max_bytes, tail=rules.tail,
         final_bounds={}, min_drop=1.0)
@@ -51,9 +53,9 @@ def test_submission_file_format(loss_file, rules):
         raise CheckFailure(f"{loss_file.name}: " + "; ".join(problems))
 
 
-def test_submission_file_losses(loss_file, rules):
+def test_submission_file_losses(loss_file, rules, secrets):
     """The course's final-loss bounds and a curve that falls by the rubric's factor."""
-    data = _load(loss_file, rules)
+    data = _load(loss_file, rules, secrets)
     problems = lossfile.judge_losses(data, rules)
     if problems:
         raise CheckFailure(f"{loss_file.name}: " + "; ".join(problems))

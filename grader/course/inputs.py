@@ -121,18 +121,6 @@ def temporal_softmax_loss(N: int, T: int, V: int, p: float, seed: int = 0) -> di
     return {"x": x, "y": torch.where(mask, y, torch.zeros_like(y)), "ignore_index": 0}
 
 
-#: (N, T, V, p) and the course's expected range for check 8.
-LOSS_CASES = [
-    ((1000, 1, 10, 1.0), (2.00, 2.11)),
-    ((1000, 10, 10, 1.0), (20.6, 21.0)),
-    ((5000, 10, 10, 0.1), (2.00, 2.11)),
-]
-
-#: Checks 9, 12 and 16: the tiny captioning model the course fills by shape.
-CAPTIONING_VOCAB = {"<NULL>": 0, "cat": 2, "dog": 3}
-CAPTIONING_DIMS = {"input_dim": 400, "wordvec_dim": 30, "hidden_dim": 40}
-
-
 def captioning_batch(cell_type: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Images and captions of checks 9 (rnn: randn images), 12 and 16 (ls images)."""
     N, T, V = 10, 13, 3

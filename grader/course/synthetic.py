@@ -10,8 +10,12 @@ attention has somewhere to look. Everything is deterministic from one seed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch only where tensors are made: the harness reads captions too
+    import torch
 
 IMAGE_SIZE = 112
 CAPTION_LENGTH = 17  # <START>, up to 15 words, <END>, then <NULL> padding
@@ -150,6 +154,8 @@ def encode(words: list[str], token_to_idx: dict[str, int]) -> list[int]:
 def make_scenes(n: int, rng: np.random.Generator, background: tuple[int, int, int] | None = None
                 ) -> tuple[list[list[dict]], torch.Tensor]:
     """``n`` scenes (each a list of objects: colour, shape, size, r, x, y) and their images."""
+    import torch
+
     scenes = [_sample_scene(rng) for _ in range(n)]
     if n == 0:
         return scenes, torch.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
@@ -160,9 +166,18 @@ def make_split(n: int, rng: np.random.Generator, token_to_idx: dict[str, int],
                background: tuple[int, int, int] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images (uint8, N x 3 x 112 x 112) and their encoded captions (int64, N x 17)."""
+    import torch
+
     scenes, images = make_scenes(n, rng, background)
     captions = [encode(describe(s), token_to_idx) for s in scenes]
     return images, torch.tensor(captions, dtype=torch.int64).view(n, CAPTION_LENGTH)
+
+
+def make_captions(n: int, rng: np.random.Generator, token_to_idx: dict[str, int]) -> np.ndarray:
+    """The captions ``make_split`` makes from the same generator, without the images."""
+    scenes = [_sample_scene(rng) for _ in range(n)]
+    captions = [encode(describe(s), token_to_idx) for s in scenes]
+    return np.array(captions, dtype=np.int64).reshape(n, CAPTION_LENGTH)
 
 
 def make_dataset(n_train: int = 2000, n_val: int = 200, seed: int = 0) -> dict:

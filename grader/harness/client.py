@@ -1,8 +1,9 @@
-"""The trusted side of the trust boundary: drives a worker, never runs student code.
+"""TRUSTED side: drives a worker over a pipe; never runs student code, never imports torch.
 
 ``Submission`` starts ``python -m grader.worker.process`` in its own session, temp dir
 and scrubbed environment, sends it probe calls over a pipe and decodes the
-plain-data replies. A worker that hangs past the timeout, crashes or exits
+replies (``grader.protocol``: JSON and raw arrays, no pickle). A worker that
+hangs past the timeout, crashes or exits
 fails the call in progress with ``WorkerFailure``; the next call starts a fresh
 worker, so the remaining checks still run.
 """
@@ -21,7 +22,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from grader import protocol, sandbox
+from grader import sandbox
+from grader.protocol import ErrorInfo, Op, ProtocolError, Reply, Request
 
 IMPORT_TIMEOUT = 120.0
 CALL_TIMEOUT = 15.0
@@ -37,13 +39,13 @@ class Outcome:
 
     ok: bool
     value: Any = None
-    error: dict[str, Any] = field(default_factory=dict)
+    error: ErrorInfo = field(default_factory=lambda: ErrorInfo("", ""))
     output: str = ""
     duration: float = 0.0
 
     @property
     def not_implemented(self) -> bool:
-        return not self.ok and bool(self.error.get("not_implemented"))
+        return not self.ok and self.error.not_implemented
 
 
 class Submission:
@@ -82,14 +84,14 @@ class Submission:
         if worker.owner is not None:
             os.chown(module, *worker.owner)
         try:
-            self._requests.send_bytes(protocol.encode({"op": "import", "path": str(module)}))
+            self._requests.send_bytes(Request(Op.IMPORT, path=str(module)).encode())
             self.import_outcome = self._receive(IMPORT_TIMEOUT, "importing the submission")
         except (WorkerFailure, OSError) as exc:
             self.close()
-            self.import_outcome = Outcome(False, error={"type": "WorkerFailure",
-                                                        "message": str(exc), "frames": []})
+            self.import_outcome = Outcome(False, error=ErrorInfo.grader_side(
+                "WorkerFailure", str(exc)))
         if not self.import_outcome.ok:
-            self.import_outcome.error["stage"] = "import"
+            self.import_outcome.error.stage = "import"
         return self.import_outcome
 
     def close(self) -> None:
@@ -130,12 +132,12 @@ class Submission:
                                 "(sys.exit/os._exit, a crash, or running out of memory)"
                                 + (f"; its last words: {tail}" if tail else ""))
         try:
-            reply = protocol.decode(data)
-        except Exception as exc:
+            reply = Reply.decode(data)
+        except ProtocolError as exc:
             self.close()
             raise WorkerFailure(f"the worker sent a reply that is not plain data ({exc})") from exc
-        return Outcome(ok=bool(reply.get("ok")), value=reply.get("value"),
-                       error=reply.get("error") or {}, output=reply.get("output", ""),
+        return Outcome(ok=reply.ok, value=reply.value,
+                       error=reply.error or ErrorInfo("", ""), output=reply.output,
                        duration=time.monotonic() - start)
 
     def _stderr_tail(self, chars: int = 600) -> str:
@@ -162,8 +164,7 @@ class Submission:
         imported = self._ensure_started()
         if not imported.ok:
             return imported
-        self._requests.send_bytes(protocol.encode({"op": "call", "probe": probe,
-                                                   "params": params}))
+        self._requests.send_bytes(Request(Op.CALL, probe=probe, params=params).encode())
         outcome = self._receive(timeout or self.timeout, f"running {probe}")
         if outcome.output:
             self._output.append(outcome.output)
@@ -177,8 +178,43 @@ class Submission:
     def usage(self) -> list[dict[str, Any]]:
         """Forbidden-API uses the worker has seen so far."""
         self._ensure_started()
-        self._requests.send_bytes(protocol.encode({"op": "usage"}))
+        self._requests.send_bytes(Request(Op.USAGE).encode())
         return self._receive(self.timeout, "reporting API usage").value or []
+
+
+def read_loss_file(path: str | Path, max_bytes: int,
+                   secrets: tuple[Path, ...] = sandbox.DEFAULT_SECRETS) -> dict[str, list[float]]:
+    """A hand-in's loss histories, parsed in a fresh worker that imports no student code.
+
+    Raises ``LossFileError`` (the student's file is unusable: the message says why) or
+    ``WorkerFailure`` (the grader could not read it).
+    """
+    from grader.course.lossfile import LossFileError, check_file
+
+    path = check_file(path, max_bytes)  # nothing odd goes near a parser, nor gets copied
+    worker = _Worker.launch(False, tuple(secrets))
+    try:
+        copy = worker.home / path.name
+        shutil.copyfile(path, copy)
+        if worker.owner is not None:
+            os.chown(copy, *worker.owner)
+        worker.requests.send_bytes(Request(Op.READ_LOSS_FILE, path=str(copy),
+                                           params={"max_bytes": max_bytes}).encode())
+        if not worker.replies.poll(IMPORT_TIMEOUT):
+            raise WorkerFailure(f"timed out after {IMPORT_TIMEOUT:g} s reading {path.name}")
+        try:
+            reply = Reply.decode(worker.replies.recv_bytes())
+        except (EOFError, OSError, ProtocolError) as exc:
+            raise WorkerFailure(f"the worker reading {path.name} failed ({exc})") from None
+    finally:
+        worker.close()
+    if reply.ok and isinstance(reply.value, dict):
+        return reply.value
+    error = reply.error or ErrorInfo("", "")
+    if error.type == "LossFileError":
+        raise LossFileError(error.message)
+    raise WorkerFailure(f"reading {path.name} failed in the grader ({error.type}: "
+                        f"{error.message})")
 
 
 # -- the workers: started cold, or one kept warm ------------------------------------------

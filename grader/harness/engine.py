@@ -16,6 +16,7 @@ import pytest
 
 from grader.harness import expected as ex
 from grader.harness.plugin import RESULTS
+from grader.protocol import ErrorInfo
 from grader.results import SubmissionResult, environment_fingerprint
 
 CHECKS_DIR = Path(__file__).resolve().parent.parent / "checks"
@@ -27,7 +28,7 @@ class _Collector:
     def __init__(self) -> None:
         self.results: list = []
         self.isolation: list[str] = []
-        self.import_error: dict | None = None
+        self.import_error: ErrorInfo | None = None
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -99,7 +100,8 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
             result.status = "no-hidden-values"
             result.message = (f"hidden expected values not found at {hidden}: pass "
                               "--hidden-expected PATH (the instructors' "
-                              "reference/expected/hidden.pt, written by `capgrade build` in "
+                              "reference/expected/hidden.safetensors, written by "
+                              "`capgrade build` in "
                               "the checkout); students run the public checks only (omit --all)")
             return result
         hidden_expected = hidden
@@ -115,10 +117,8 @@ def run_checks(submission: str | Path, include_hidden: bool = False, only: str |
     if collector.import_error is not None:
         err = collector.import_error
         result.status = "import-error"
-        frames = err.get("frames") or []
-        where = f" (line {frames[-1]['line']})" if frames else ""
-        result.message = f"importing the submission failed: {err.get('type')}: " \
-                         f"{err.get('message')}{where}"
+        where = f" (line {err.frames[-1]['line']})" if err.frames else ""
+        result.message = f"importing the submission failed: {err.type}: {err.message}{where}"
     elif code == pytest.ExitCode.NO_TESTS_COLLECTED:
         result.status, result.message = "no-checks", f"no check matches {only or groups!r}"
     elif code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):

@@ -1,10 +1,11 @@
-"""Expected values: recorded from the reference by `capgrade build`, then held by the harness.
+"""TRUSTED side: expected values, recorded from the reference by `capgrade build`.
 
-Public values ship in ``grader/expected/public.pt``; hidden ones live in
-``reference/expected/hidden.pt`` (instructors only). Both are ``torch.save``
-dicts of tensors, loaded with ``weights_only=True``, with a ``__meta__`` entry
-(generator version, torch version, seeds, checksums of the reference and of
-the code that defines the checks) that the staleness test compares.
+Public values ship in ``grader/expected/public.safetensors``; hidden ones live in
+``reference/expected/hidden.safetensors`` (instructors only). Both are encoded
+like the worker's replies (``grader.protocol``: safetensors arrays plus JSON, no
+pickle, no torch needed to read them), with a ``__meta__`` entry (generator
+version, torch version, seeds, checksums of the reference and of the code that
+defines the checks) that the staleness test compares.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import torch
+from grader import protocol
 
 PACKAGE = Path(__file__).resolve().parent.parent
-PUBLIC_PATH = PACKAGE / "expected" / "public.pt"
-HIDDEN_PATH = Path("reference") / "expected" / "hidden.pt"
+PUBLIC_PATH = PACKAGE / "expected" / "public.safetensors"
+HIDDEN_PATH = Path("reference") / "expected" / "hidden.safetensors"
 META = "__meta__"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: safetensors + JSON instead of torch.save
 
 #: Files whose content determines the expected values (besides the reference).
 DEFINING_FILES = ["course/inputs.py", "course/encoder.py", "worker/probes.py",
@@ -57,22 +58,33 @@ def catalogue_checksum() -> str:
 def metadata(reference: Path, seeds: dict[str, list[int]]) -> dict[str, Any]:
     return {
         "generator_version": GENERATOR_VERSION,
-        "torch": torch.__version__.split("+")[0],
+        "torch": _torch_version(),
         "reference_sha256": sha256(reference),
         "catalogue_sha256": catalogue_checksum(),
         "seeds": {k: list(v) for k, v in sorted(seeds.items())},
     }
 
 
+def _torch_version() -> str:
+    """The torch the values were computed with (the worker's; read without importing it)."""
+    import importlib.metadata
+
+    return importlib.metadata.version("torch").split("+")[0]
+
+
 def load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ExpectedMissing(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return protocol.decode(path.read_bytes())
+    except protocol.ProtocolError as exc:
+        raise ExpectedMissing(f"{path} is not a capgrade expected-values file ({exc}); "
+                              "run `capgrade build`") from None
 
 
 def save(values: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({META: meta, **dict(sorted(values.items()))}, path)
+    path.write_bytes(protocol.encode({META: meta, **dict(sorted(values.items()))}))
 
 
 def staleness(path: Path, reference: Path) -> list[str]:

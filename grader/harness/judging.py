@@ -1,20 +1,20 @@
 """Judging: compare what a student's code produced with what was expected.
 
-Values are compared with ``torch.testing.assert_close`` (dtype-aware,
-NaN-aware, reports the worst element); the course's ``rel_error`` is reported
-alongside because students know it. Messages say *what* differs and never
-print a hidden expected value.
+TRUSTED side. Values arrive as numpy arrays (``grader.protocol``) and are held
+to ``|actual - expected| <= atol + rtol * |expected|`` element by element
+(torch.testing.assert_close's rule: dtype-aware, NaN-aware, the worst element
+reported); the course's ``rel_error`` is reported alongside because students
+know it. Messages say *what* differs and never print a hidden expected value.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
+import numpy as np
 
-from grader.course.inputs import rel_error
 from grader.harness.client import Outcome, WorkerFailure
-from grader.protocol import OBJECT, SUBCLASS, describe
+from grader.protocol import OBJECT, SUBCLASS, UNSUPPORTED, ErrorInfo, describe, dtype_name
 
 
 class CheckFailure(AssertionError):
@@ -28,13 +28,21 @@ class CheckFailure(AssertionError):
         self.credit = min(max(credit, 0.0), 1.0)
 
 
-def _where(error: dict[str, Any]) -> str:
+def rel_error(x: np.ndarray, y: np.ndarray, eps: float = 1e-10) -> float:
+    """The course's error measure: max|x - y| / max(|x| + |y|), floored at eps."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    top = float(np.abs(x - y).max())
+    bottom = float(np.maximum(np.abs(x) + np.abs(y), eps).max())
+    return top / bottom
+
+
+def _where(error: ErrorInfo) -> str:
     """Where in the student's file: the line that raised, and the lines that called it.
 
     The deepest line is often a correct helper fed a bad value; the callers above it
     (outermost last) show where that value was made.
     """
-    frames = error.get("frames") or []
+    frames = error.frames
     if not frames:
         return ""
     last = frames[-1]
@@ -58,26 +66,29 @@ def require_ok(outcome: Outcome, what: str) -> Any:
     if outcome.ok:
         return outcome.value
     error = outcome.error
-    if error.get("stage") == "import":
+    if error.stage == "import":
         raise CheckFailure(f"{what}: not run, because importing your module failed: "
-                           f"{error.get('type')}: {error.get('message')}{_where(error)}")
-    if error.get("type") == "WorkerFailure":
-        raise WorkerFailure(error.get("message", "the worker failed"))
+                           f"{error.type}: {error.message}{_where(error)}")
+    if error.type == "WorkerFailure":
+        raise WorkerFailure(error.message or "the worker failed")
     if outcome.not_implemented:
-        if error.get("type") == "NotImplementedYet":
-            raise CheckFailure(f"{what}: not implemented yet: {error.get('message', '')}")
+        if error.type == "NotImplementedYet":
+            raise CheckFailure(f"{what}: not implemented yet: {error.message}")
         raise CheckFailure(f"{what}: not implemented yet (the stub's TODO still raises "
                            "NotImplementedError)")
-    kind, message = error.get("type", "Exception"), error.get("message", "")
+    kind, message = error.type or "Exception", error.message
     if kind == "SystemExit":
         raise CheckFailure(f"{what}: your code called sys.exit({message}); never exit from "
                            "library code")
-    note = ENCODER_NOTE if error.get("grader_encoder") else ""
+    note = ENCODER_NOTE if error.grader_encoder else ""
     raise CheckFailure(f"{what}: raised {kind}: {message}{_where(error)}{note}")
 
 
-def as_tensor(value: Any, what: str) -> torch.Tensor:
-    """Accept only an exact torch.Tensor; say precisely what came back otherwise."""
+def as_tensor(value: Any, what: str) -> np.ndarray:
+    """Accept only what an exact torch.Tensor becomes; say precisely what came back otherwise."""
+    if isinstance(value, dict) and UNSUPPORTED in value:
+        raise CheckFailure(f"{what}: returned a tensor of dtype {value[UNSUPPORTED]}; keep the "
+                           "inputs' dtype")
     if isinstance(value, dict) and SUBCLASS in value:
         raise CheckFailure(f"{what}: returned a tensor subclass ({value[SUBCLASS]}); "
                            "return a plain torch.Tensor")
@@ -86,16 +97,20 @@ def as_tensor(value: Any, what: str) -> torch.Tensor:
     if value is None:
         raise CheckFailure(f"{what}: returned None (is a TODO still unfinished, or a "
                            "`return` missing?)")
-    if type(value) is not torch.Tensor:
+    if type(value) is not np.ndarray:
         raise CheckFailure(f"{what}: expected a tensor, got {describe(value)}")
-    return value.detach().cpu()
+    return value
 
 
-def _index(flat_index: int, shape: torch.Size) -> tuple[int, ...]:
-    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat_index), shape))
+def _index(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat_index, shape))
 
 
-def close(actual: Any, expected: torch.Tensor, what: str, rtol: float, atol: float,
+def _is_float(a: np.ndarray) -> bool:
+    return np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating)
+
+
+def close(actual: Any, expected: np.ndarray, what: str, rtol: float, atol: float,
           hidden: bool = False, check_dtype: bool = True) -> float:
     """Raise CheckFailure unless ``actual`` matches ``expected``; return the course's rel_error."""
     tolerance = f"rtol={rtol:g}, atol={atol:g}"
@@ -105,48 +120,54 @@ def close(actual: Any, expected: torch.Tensor, what: str, rtol: float, atol: flo
         raise CheckFailure(f"{what}: wrong shape {tuple(actual.shape)}{shown}",
                            tolerance=tolerance)
     if check_dtype and actual.dtype != expected.dtype:
-        raise CheckFailure(f"{what}: dtype {actual.dtype}, expected {expected.dtype} "
+        raise CheckFailure(f"{what}: dtype {dtype_name(actual.dtype)}, expected "
+                           f"{dtype_name(expected.dtype)} "
                            "(outputs must keep the inputs' dtype: create new tensors from "
                            "the inputs, e.g. with new_zeros or zeros_like)", tolerance=tolerance)
-    if actual.is_floating_point():
-        bad = ~torch.isfinite(actual) & torch.isfinite(expected)
+    if _is_float(actual):
+        bad = ~np.isfinite(actual) & np.isfinite(expected)
         if bad.any():
-            where = _index(int(bad.flatten().nonzero()[0]), actual.shape)
+            where = _index(int(np.flatnonzero(bad)[0]), actual.shape)
             raise CheckFailure(f"{what}: {int(bad.sum())} NaN/inf values, the first at index "
                                f"{where}", error=float("nan"), tolerance=tolerance)
-    if expected.numel() == 0:
+    if expected.size == 0:
         return 0.0
     err = rel_error(actual, expected)
-    try:
-        torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=rtol, atol=atol,
-                                   check_dtype=False, equal_nan=True)
-    except AssertionError:
-        diff = (actual.double() - expected.double()).abs()
-        scale = atol + rtol * expected.double().abs()
-        worst = int((diff - scale).flatten().argmax())
+    if not _all_close(actual, expected.astype(actual.dtype), rtol, atol):
+        diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+        scale = atol + rtol * np.abs(expected.astype(np.float64))
+        worst = int(np.nan_to_num(diff - scale, nan=np.inf).argmax())
         where = _index(worst, actual.shape)
-        detail = f"got {actual.flatten()[worst].item():.6g}"
+        detail = f"got {actual.reshape(-1)[worst].item():.6g}"
         if not hidden:
-            detail += f", expected {expected.flatten()[worst].item():.6g}"
+            detail += f", expected {expected.reshape(-1)[worst].item():.6g}"
         raise CheckFailure(
             f"{what}: values differ; worst element at index {where} ({detail}); "
             f"course rel_error {err:.2e} (the course's measure, relative to the largest value; "
             f"this check holds every element to {tolerance} of its own value)"
-            + _precision_hint(actual, expected, rtol), error=err, tolerance=tolerance) from None
+            + _precision_hint(actual, expected, rtol), error=err, tolerance=tolerance)
     return err
 
 
-def _precision_hint(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> str:
+def _all_close(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> bool:
+    """torch.testing.assert_close's rule: equal, or within atol + rtol * |expected|; NaN = NaN."""
+    if not _is_float(actual):
+        return bool(np.array_equal(actual, expected))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return bool(np.isclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True).all())
+
+
+def _precision_hint(actual: np.ndarray, expected: np.ndarray, rtol: float) -> str:
     """Name a float32 value inside a float64 computation when the evidence says so.
 
     Only when the result is float64, held to better than float32's precision, and every
     element agrees to about float32's rounding (relative 1e-9 .. 1e-5): a wrong formula
     is far off somewhere, a float32 constant or buffer is off everywhere by ~1e-7.
     """
-    if actual.dtype != torch.float64 or rtol >= 1e-6:
+    if actual.dtype != np.float64 or rtol >= 1e-6:
         return ""
-    diff = (actual - expected.double()).abs()
-    scale = expected.double().abs().clamp_min(1e-12)
+    diff = np.abs(actual - expected.astype(np.float64))
+    scale = np.maximum(np.abs(expected.astype(np.float64)), 1e-12)
     worst = float((diff / scale).max())
     if not 1e-9 < worst < 1e-5:
         return ""
@@ -156,18 +177,19 @@ def _precision_hint(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -
             "tensors from the inputs (new_zeros, zeros_like, x.dtype)")
 
 
-def equal(actual: Any, expected: torch.Tensor, what: str, hidden: bool = False) -> None:
+def equal(actual: Any, expected: np.ndarray, what: str, hidden: bool = False) -> None:
     """Exact equality for integer results (sampled word indices)."""
     actual = as_tensor(actual, what)
     if actual.shape != expected.shape:
         shown = "" if hidden else f", expected {tuple(expected.shape)}"
         raise CheckFailure(f"{what}: wrong shape {tuple(actual.shape)}{shown}")
     if actual.dtype != expected.dtype:
-        raise CheckFailure(f"{what}: dtype {actual.dtype}, expected {expected.dtype}")
-    if not torch.equal(actual, expected):
-        mismatch = (actual != expected).nonzero()
-        raise CheckFailure(f"{what}: {len(mismatch)} of {actual.numel()} entries differ, the "
-                           f"first at index {tuple(mismatch[0].tolist())}")
+        raise CheckFailure(f"{what}: dtype {dtype_name(actual.dtype)}, expected "
+                           f"{dtype_name(expected.dtype)}")
+    if not np.array_equal(actual, expected):
+        mismatch = np.argwhere(actual != expected)
+        raise CheckFailure(f"{what}: {len(mismatch)} of {actual.size} entries differ, the "
+                           f"first at index {tuple(int(i) for i in mismatch[0])}")
 
 
 def match_by_shape(actual: list[dict], expected: list[dict], what: str, rtol: float,
@@ -203,8 +225,8 @@ def match_by_shape(actual: list[dict], expected: list[dict], what: str, rtol: fl
                 if cand["grad"] is None:
                     continue
                 c = as_tensor(cand["grad"], what)
-                if c.dtype == target["grad"].dtype and torch.allclose(
-                        c, target["grad"], rtol=rtol, atol=atol):
+                if c.dtype == target["grad"].dtype and c.shape == target["grad"].shape and \
+                        bool(np.allclose(c, target["grad"], rtol=rtol, atol=atol)):
                     worst = max(worst, rel_error(c, target["grad"]))
                     pool.pop(i)
                     break

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-import torch
 
 from grader.harness import expected as ex
 from grader.harness.client import Submission, WorkerFailure
@@ -149,6 +149,14 @@ def submission(request: pytest.FixtureRequest):
 
 
 @pytest.fixture(scope="session")
+def secrets(request: pytest.FixtureRequest) -> tuple[Path, ...]:
+    """What no sandboxed process may see: the checkout's secrets and the hidden values."""
+    from grader.harness.client import grading_secrets
+
+    return grading_secrets(request.config.getoption("hidden_expected"))
+
+
+@pytest.fixture(scope="session")
 def device(request: pytest.FixtureRequest) -> str:
     return request.config.getoption("device")
 
@@ -182,8 +190,8 @@ class Expect:
         """The expected value for ``key`` (recording ``actual`` as it in record mode)."""
         full = f"{self.cid}/{key}"
         if self.record:
-            if isinstance(actual, torch.Tensor):
-                actual = actual.detach().cpu().clone()
+            if isinstance(actual, np.ndarray):
+                actual = actual.copy()
             self.config.stash[RECORDED]["hidden" if self.hidden else "public"][full] = actual
             return actual
         values = self._values()

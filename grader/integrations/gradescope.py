@@ -29,7 +29,7 @@ from typing import Any
 from grader import __version__
 
 CONFIG = "capgrade-autograder.json"
-HIDDEN_NAME = "hidden.pt"
+HIDDEN_NAME = "hidden.safetensors"
 PYTHON = "/opt/capgrade/bin/python"  # the venv setup.sh makes
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 #: Seconds after which run_autograder stops grading and reports so: under

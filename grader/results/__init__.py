@@ -116,15 +116,20 @@ def _hidden_message(check: CheckResult) -> str:
 
 
 def environment_fingerprint() -> dict[str, Any]:
-    """Versions that can change a verdict, recorded with every result."""
-    import torch
+    """Versions that can change a verdict, recorded with every result (torch not imported)."""
+    import importlib.metadata
 
     from grader import __version__
+
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "not installed"
 
     return {
         "capgrade": __version__,
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "torch": torch_version,
         "platform": platform.platform(),
         "machine": platform.machine(),
     }

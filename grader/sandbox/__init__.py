@@ -109,8 +109,6 @@ class Limits:
 
 def scrubbed_environment(home: str | Path, **extra: str) -> dict[str, str]:
     """The only variables student code sees; ``home`` is its cwd, HOME and TMPDIR."""
-    import torch
-
     threads = os.environ.get("CAPGRADE_WORKER_THREADS", "1")
     env = {
         "PATH": "/usr/bin:/bin",
@@ -125,7 +123,7 @@ def scrubbed_environment(home: str | Path, **extra: str) -> dict[str, str]:
         "OMP_NUM_THREADS": threads,
         "CAPGRADE_WORKER_THREADS": threads,
         # Where the grader's encoder looks for already-downloaded weights.
-        "TORCH_HOME": str(Path(torch.hub.get_dir()).parent),
+        "TORCH_HOME": str(torch_home()),
     }
     env.update(extra)
     return env
@@ -158,19 +156,35 @@ def _readable_by_others(path: Path) -> bool:
     return bool(path.stat().st_mode & stat.S_IROTH)
 
 
+def torch_home() -> Path:
+    """torch.hub's cache root, found the way torch finds it, without importing torch."""
+    if os.environ.get("TORCH_HOME"):
+        return Path(os.environ["TORCH_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache).expanduser() / "torch"
+
+
+def _torch_dir() -> Path:
+    """Where torch is installed (found without importing it: the harness never does)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("torch is not installed: the worker needs it")
+    return Path(spec.origin).resolve().parent
+
+
 def _needed_paths() -> list[Path]:
     """All a sandbox may see outside the system folders: Python, the venv, torch, grader/.
 
     Plus any other site-packages on ``sys.path`` (one a ``.pth`` file adds, a
     user site): the worker imports its dependencies from there too.
     """
-    import torch
-
     sites = [Path(p).resolve() for p in sys.path
              if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
     return [Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(),
             Path(sys.prefix).resolve(), PACKAGE_ROOT / "grader",
-            Path(torch.__file__).resolve().parent, *sites]
+            _torch_dir(), *sites]
 
 
 #: Top-level folders a sandbox keeps seeing (the operating system); /tmp becomes private.

@@ -1,14 +1,15 @@
 """The worker: the only process that imports and runs student code.
 
-Started by the harness (``python -m grader.worker.process``, inside ``grader.sandbox``)
-with two pipe file descriptors. It imports torch and the grader's modules,
-then waits for its first request, ``{"op": "import", "path": FILE}``: so a
-worker can be started ahead of time (batch grading keeps one warm) and the
-submission handed to it later. It imports the submission, swaps in the
-grader's ImageEncoder, then answers requests ``{"op": "call", "probe": NAME,
-"params": {...}}`` by running ``grader.worker.probes.NAME(module, **params)`` and
-replying with plain data (see ``grader.protocol``). It never judges anything:
-the harness does.
+UNTRUSTED side. Started by the harness (``python -m grader.worker.process``, inside
+``grader.sandbox``) with two pipe file descriptors. It imports torch and the
+grader's worker modules, then waits for its first request (``grader.protocol``):
+so a worker can be started ahead of time (batch grading keeps one warm) and the
+submission handed to it later. ``Op.IMPORT`` imports the submission with the
+grader's ImageEncoder (``grader.worker.loader``); then each ``Op.CALL`` runs
+``grader.worker.probes.NAME(module, **params)``, its inputs built here
+(``grader.worker.values``), and replies with plain data. ``Op.READ_LOSS_FILE``
+parses a hand-in's loss file in a worker that imports no student code. It never
+judges anything: the harness does.
 
 It is two processes. The *broker* holds the harness's pipes and never runs
 student code; it forks the *student process* before the submission is
@@ -30,9 +31,9 @@ import os
 import sys
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any
 
 from grader.contract import MODULE_NAME as STUDENT_MODULE
+from grader.protocol import ErrorInfo, Op, ProtocolError, Reply, Request
 
 OUTPUT_CAP = 20_000  # characters of student stdout/stderr kept per request
 
@@ -62,7 +63,7 @@ class CappedText(io.TextIOBase):
         return value
 
 
-def describe_exception(exc: BaseException, student_file: str) -> dict[str, Any]:
+def describe_exception(exc: BaseException, student_file: str) -> ErrorInfo:
     """Exception type, message and the frames that are in the student's own file.
 
     ``grader_encoder`` says the error passed through the grader's ImageEncoder (which
@@ -83,81 +84,101 @@ def describe_exception(exc: BaseException, student_file: str) -> dict[str, Any]:
         message = "<unprintable message>"
     through_encoder = any(os.path.abspath(f.filename) == os.path.abspath(encoder.__file__)
                           for f in tb) or "ImageEncoder" in message
-    return {
-        "type": type(exc).__name__,
-        "message": message,
-        "frames": frames[-8:],
-        "not_implemented": (isinstance(exc, NotImplementedError) and STUB_MARKER in message)
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=message,
+        frames=frames[-8:],
+        not_implemented=(isinstance(exc, NotImplementedError) and STUB_MARKER in message)
         or isinstance(exc, NotImplementedYet),
-        "grader_encoder": through_encoder,
-    }
+        grader_encoder=through_encoder,
+    )
+
+
+def read_loss_file(path: str, max_bytes: int) -> dict[str, list[float]]:
+    """A hand-in's loss histories as plain numbers (torch's weights_only unpickler, here only).
+
+    A file that cannot be used replies an error of type ``LossFileError`` whose message
+    says why, in the student's terms.
+    """
+    from grader.worker.lossfile_reader import load_loss_file
+
+    return load_loss_file(path, max_bytes=max_bytes)
 
 
 def serve(requests: Connection, replies: Connection) -> None:
     import torch
 
-    from grader import protocol
     from grader.worker import probes
     from grader.worker.forbidden import ForbiddenMonitor
     from grader.worker.loader import load_submission
+    from grader.worker.values import from_wire, to_wire
 
     try:
-        first = protocol.decode(requests.recv_bytes())
+        first = Request.decode(requests.recv_bytes())
     except EOFError:
         return  # a warm worker nobody needed
-    if first.get("op") != "import" or not isinstance(first.get("path"), str):
+    if first.op not in (Op.IMPORT, Op.READ_LOSS_FILE):
         raise SystemExit(f"capgrade worker: the first request must be an import, not {first!r}")
-    student_file = os.path.abspath(first["path"])
+    student_file = os.path.abspath(first.path)
     # One thread by default: workers run side by side in batch grading, and OpenMP
     # spin-waiting under contention slows small ops by orders of magnitude.
     torch.set_num_threads(int(os.environ.get("CAPGRADE_WORKER_THREADS", "1")))
     # Full-precision matmuls on CUDA too, so tolerances hold on every device.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    monitor = ForbiddenMonitor(student_file)
-    monitor.install()
 
-    def run(fn, *args, **kwargs) -> dict[str, Any]:
+    def run(fn, *args, **kwargs) -> Reply:
         out = CappedText()
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 value = fn(*args, **kwargs)
-            return {"ok": True, "value": protocol.plain(value), "output": out.getvalue()}
+            return Reply(True, to_wire(value), output=out.getvalue())
         except BaseException as exc:  # SystemExit and KeyboardInterrupt included
-            return {"ok": False, "error": describe_exception(exc, student_file),
-                    "output": out.getvalue()}
+            return Reply(False, error=describe_exception(exc, student_file),
+                         output=out.getvalue())
 
+    if first.op is Op.READ_LOSS_FILE:  # no student code in this worker, ever
+        max_bytes = int(first.params.get("max_bytes", 20_000_000))
+        replies.send_bytes(_encoded(run(read_loss_file, student_file, max_bytes)))
+        return
+    monitor = ForbiddenMonitor(student_file)
+    monitor.install()
     result = run(load_submission, student_file, allow_imagenet=False)
-    module = sys.modules.get(STUDENT_MODULE) if result["ok"] else None
-    result["value"] = None
-    replies.send_bytes(protocol.encode(result))
+    module = sys.modules.get(STUDENT_MODULE) if result.ok else None
+    result.value = None
+    replies.send_bytes(_encoded(result))
 
     while True:
         try:
-            request = protocol.decode(requests.recv_bytes())
+            request = Request.decode(requests.recv_bytes())
         except EOFError:
             return
-        op = request.get("op")
-        if op == "usage":
-            reply = {"ok": True, "value": monitor.report(), "output": ""}
-        elif op == "call" and module is not None:
-            probe = probes.PROBES.get(request["probe"])
+        if request.op is Op.USAGE:
+            reply = Reply(True, monitor.report())
+        elif request.op is Op.CALL and module is not None:
+            probe = probes.PROBES.get(request.probe)
             if probe is None:
-                reply = {"ok": False, "error": {"type": "ProbeError", "message":
-                         f"unknown probe {request['probe']!r}", "frames": [],
-                         "not_implemented": False}, "output": ""}
+                reply = Reply(False, error=ErrorInfo.grader_side(
+                    "ProbeError", f"unknown probe {request.probe!r}"))
             else:
-                reply = run(probe, module, **request.get("params", {}))
+                reply = run(_call, probe, module, request.params, from_wire)
         else:
-            reply = {"ok": False, "error": {"type": "ProbeError", "message": f"bad op {op!r}",
-                     "frames": [], "not_implemented": False}, "output": ""}
-        try:
-            data = protocol.encode(reply)
-        except Exception as exc:  # e.g. a value torch.save cannot store
-            data = protocol.encode({"ok": False, "output": reply.get("output", ""), "error": {
-                "type": "UnserializableResult", "message": str(exc)[:500], "frames": [],
-                "not_implemented": False}})
-        replies.send_bytes(data)
+            reply = Reply(False, error=ErrorInfo.grader_side(
+                "ProbeError", f"bad op {request.op.value!r}"))
+        replies.send_bytes(_encoded(reply))
+
+
+def _call(probe, module, params, from_wire):
+    """Build the inputs the request describes, then run the probe on them."""
+    return probe(module, **from_wire(params))
+
+
+def _encoded(reply: Reply) -> bytes:
+    try:
+        return reply.encode()
+    except Exception as exc:  # e.g. a value the codec cannot store
+        return Reply(False, output=reply.output, error=ErrorInfo.grader_side(
+            "UnserializableResult", str(exc)[:500])).encode()
 
 
 #: Audit events the student process refuses (see the module docstring).
@@ -200,8 +221,6 @@ def broker(requests: Connection, replies: Connection, to_student: Connection,
 
     Returns True when the student process went away, False when the harness did.
     """
-    from grader import protocol
-
     try:  # the import request: every later request follows a reply
         to_student.send_bytes(requests.recv_bytes())
     except (EOFError, OSError):
@@ -212,11 +231,11 @@ def broker(requests: Connection, replies: Connection, to_student: Connection,
         except (EOFError, OSError):
             return True  # the student process died: the harness sees our EOF and says so
         try:
-            protocol.decode(data)  # plain data only, or nothing goes through
-        except Exception as exc:
-            data = protocol.encode({"ok": False, "output": "", "error": {
-                "type": "ProtocolError", "message": f"the worker sent a reply that is not "
-                f"plain data ({str(exc)[:200]})", "frames": [], "not_implemented": False}})
+            Reply.decode(data)  # a well-formed reply only, or nothing goes through
+        except ProtocolError as exc:
+            data = Reply(False, error=ErrorInfo.grader_side(
+                "ProtocolError", f"the worker sent a reply that is not plain data "
+                f"({str(exc)[:200]})")).encode()
         replies.send_bytes(data)
         try:
             request = requests.recv_bytes()
