@@ -75,6 +75,8 @@ def decode(data: bytes) -> Any:
     """The message in ``data``; raises ProtocolError for anything malformed. Runs no code."""
     try:
         (size,) = struct.unpack("<Q", data[:8])
+        if len(data) < 8 + size:
+            raise ValueError(f"truncated: {len(data)} bytes, the header alone says {8 + size}")
         header = json.loads(data[8:8 + size])
         structure = json.loads(header["__metadata__"][_META])
         arrays = safetensors.numpy.load(bytes(data)) if len(header) > 1 else {}

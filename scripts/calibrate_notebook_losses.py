@@ -47,6 +47,7 @@ def rerun(threads: str, seed: int | None = None) -> dict[str, list[float]]:
 def main() -> None:
     from grader.course import lossfile
     from grader.notebook import runner as notebook_runner
+    from grader.worker.lossfile_reader import load_loss_file
 
     base = rerun("1")
     rows = [("grader re-run, again (1 thread)", max_rel(rerun("1"), base)),
@@ -58,7 +59,7 @@ def main() -> None:
         shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
         report = notebook_runner.run_notebook(work / NOTEBOOK.name, out_dir=work / "out",
                                               html=False)
-        produced = lossfile.load_loss_file(report.file(lossfile.FILENAME))
+        produced = load_loss_file(report.file(lossfile.FILENAME))
         rows.append((f"notebook execution ({report.duration:.0f} s) vs grader re-run",
                      max_rel(produced, base)))
     finally:

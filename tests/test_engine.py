@@ -14,7 +14,7 @@ import torch
 from grader.harness import expected as ex
 from grader.harness.engine import run_checks
 from grader.harness.plugin import load_rubric
-from grader.protocol import decode
+from grader.protocol import ProtocolError, decode, encode
 
 from .conftest import REFERENCE, STUB
 
@@ -189,13 +189,34 @@ def test_replies_are_decoded_without_running_code(tmp_path):
             return (open, (str(marker), "w"))
 
     payload = pickle.dumps({"ok": True, "value": Evil()})
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ProtocolError):
         decode(payload)
     buffer = io.BytesIO()
     torch.save({"value": Evil()}, buffer)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ProtocolError):
         decode(buffer.getvalue())
+    # A well-formed message cannot smuggle one in either: its JSON is data, never objects.
+    sneaky = encode({"value": {"__reduce__": "open", "args": [str(marker), "w"]}})
+    assert decode(sneaky) == {"value": {"__reduce__": "open", "args": [str(marker), "w"]}}
+    for cut in (0, 7, 20, len(sneaky) - 1):
+        with pytest.raises(ProtocolError):
+            decode(sneaky[:cut])
     assert not marker.exists()
+
+
+def test_messages_round_trip_exactly():
+    """Arrays keep dtype, shape (0-d and empty included) and bits; tuples stay tuples."""
+    import numpy as np
+
+    message = {"scalar": np.array(2.5), "empty": np.zeros((0, 3), np.float32),
+               "strided": np.arange(12, dtype=np.int64).reshape(3, 4).T,
+               "flags": np.array([True, False]), "nested": (1, [np.float64(2.0), None], "x"),
+               "nan": float("nan")}
+    back = decode(encode(message))
+    for key in ("scalar", "empty", "strided", "flags"):
+        assert back[key].dtype == message[key].dtype and back[key].shape == message[key].shape
+        assert np.array_equal(back[key], message[key])
+    assert back["nested"] == (1, [2.0, None], "x") and back["nan"] != back["nan"]
 
 
 def test_worker_is_a_separate_process_without_the_harness_environment(tmp_path):

@@ -1,4 +1,5 @@
-"""Tests for grader.course.lossfile: safe loading and judging of the student's loss-history file."""
+"""The student's loss-history file: its parser (grader.worker.lossfile_reader, called
+in-process here), the harness's sandboxed read, and the judging (grader.course.lossfile)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from grader.course.lossfile import (
     LossFileError,
     LossFileRules,
     judge_losses,
-    load_loss_file,
     summarise,
 )
+from grader.worker.lossfile_reader import load_loss_file
 
 BOUNDS = {"rnn_losses": 2.0, "lstm_losses": 1.8, "attn_losses": 0.5}
 
@@ -491,3 +492,27 @@ def test_rules_from_mapping_unknown_key() -> None:
 def test_rules_invalid_values(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         LossFileRules.from_mapping(bad)
+
+
+# -- the harness reads the file through a worker that imports no student code --------------
+
+
+@pytest.mark.slow
+def test_harness_reads_loss_files_in_a_worker(tmp_path):
+    """Good numbers come back as plain floats; a pickle payload fails as the file's fault."""
+    from grader.harness.client import read_loss_file
+
+    good = tmp_path / FILENAME
+    torch.save(good_data(5), good)
+    assert read_loss_file(good, 10_000_000) == {k: [float(x) for x in v]
+                                                 for k, v in good_data(5).items()}
+    evil = tmp_path / "evil" / FILENAME
+    evil.parent.mkdir()
+    evil.write_bytes(pickle.dumps({"rnn_losses": os.system}))
+    with pytest.raises(LossFileError, match="not a file written by torch.save|rejected"):
+        read_loss_file(evil, 10_000_000)
+    fifo = tmp_path / "fifo" / FILENAME
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    with pytest.raises(LossFileError, match="not a regular file"):
+        read_loss_file(fifo, 10_000_000)  # refused before any copy or parse (would block)

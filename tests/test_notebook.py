@@ -16,6 +16,7 @@ from grader.course import lossfile
 from grader.harness.engine import run_checks
 from grader.notebook import runner as notebook_runner
 from grader.notebook import support as ns
+from grader.worker.lossfile_reader import load_loss_file
 from tests.conftest import REFERENCE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,14 +121,14 @@ def test_reference_notebook_runs_end_to_end_in_grading_mode(reference_run):
                 if "image/png" in o.get("data", {})]
     assert len(pictures) >= 12  # loss curves, samples under images, attention maps
     assert "<html" in (out / "executed.html").read_text()[:2000].lower()
-    saved = lossfile.load_loss_file(out / "produced" / lossfile.FILENAME)
+    saved = load_loss_file(out / "produced" / lossfile.FILENAME)
     assert {k: len(v) for k, v in saved.items()} == dict.fromkeys(lossfile.KEYS, 32)
 
 
 def test_made_up_losses_are_caught(tmp_path, reference_run):
     """A notebook that writes a plausible curve without training passes the format, not this."""
     _, out, _ = reference_run
-    real = lossfile.load_loss_file(out / "produced" / lossfile.FILENAME)
+    real = load_loss_file(out / "produced" / lossfile.FILENAME)
     forged = {k: [round(x, 2) * 0.98 for x in v] for k, v in real.items()}
     shutil.copy(REFERENCE, tmp_path / "rnn_lstm_captioning.py")
     _write(tmp_path / NOTEBOOK.name, "import torch",
