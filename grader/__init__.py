@@ -8,12 +8,16 @@ __version__ = "0.1.0"
 def check(only: str | None = None, path: str = "rnn_lstm_captioning.py", **options):
     """Notebook helper: run the public checks (``only``: a -k expression) and show a compact table.
 
-    Returns the SubmissionResult so a cell can inspect it.
+    ``options`` are ``grader.harness.request.GradingRequest`` fields. Returns the
+    SubmissionResult so a cell can inspect it.
     """
-    from grader.harness.engine import run_checks
+    from pathlib import Path
+
+    from grader.harness.engine import grade
+    from grader.harness.request import GradingRequest
     from grader.results.render import render_table
 
-    result = run_checks(path, only=only, **options)
+    result = grade(GradingRequest(submission=Path(path), only=only, **options))
     if result.status != "graded":
         print(f"capgrade: {result.message}")
     render_table(result, compact=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from grader.authoring.stubgen import StubError, build_stub
 from grader.contract import MODULE_FILE
+from grader.results import RunStatus
 
 REFERENCE = Path("reference/rnn_lstm_captioning.py")
 STUB = Path("student/rnn_lstm_captioning.py")
@@ -50,7 +51,8 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from grader.batch.grading import GradeOptions, grade_all
+    from grader.batch.grading import grade_all
+    from grader.harness.request import GradingRequest
 
     try:
         from grader.authoring.examples import write_examples
@@ -64,7 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
     console.print(f"grading the example class ({len(described)} submissions in "
                   f"{args.out / 'submissions'}): public + hidden checks")
     summary = grade_all(args.out / "submissions", args.out, workers=args.workers,
-                        options=GradeOptions(slow=False, notebook=False))
+                        options=GradingRequest(hidden=True))
     with open(args.out / "gradebook.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     table = Table(title="gradebook", title_justify="left")
@@ -88,7 +90,7 @@ def _release(args: argparse.Namespace) -> int:
         files = build_release(args.out, force=args.force)
     except ReleaseError as exc:
         print(f"capgrade release: {exc}", file=sys.stderr)
-        return 1 if "leak" in str(exc) else 2
+        return 1 if exc.leak else 2
     for path in files:
         print(f"  {path.relative_to(args.out)}  ({path.stat().st_size:,} bytes)")
     print(f"student release in {args.out}: audited, no solution line and no hidden expected "
@@ -142,7 +144,8 @@ def _default_submission() -> Path:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from grader.harness.engine import run_checks
+    from grader.harness.engine import grade
+    from grader.harness.request import GradingRequest
     from grader.results.render import FORMATS, write
 
     path = args.path or _default_submission()
@@ -154,11 +157,11 @@ def _check(args: argparse.Namespace) -> int:
                   f"{', '.join(FORMATS)}", file=sys.stderr)
             return 2
         reports.append((fmt, Path(target)))
-    result = run_checks(path, include_hidden=args.all, only=args.only, device=args.device,
-                        timeout=args.timeout, hidden_expected=args.hidden_expected,
-                        verbose=args.verbose, include_slow=args.all, loss_file=args.loss_file,
-                        notebook=args.notebook, notebook_out=args.notebook_out,
-                        groups=tuple(args.group))
+    result = grade(GradingRequest(
+        submission=Path(path), hidden=args.all, slow=args.all, notebook=args.all, only=args.only,
+        groups=tuple(args.group), device=args.device, timeout=args.timeout,
+        hidden_expected=args.hidden_expected, loss_file=args.loss_file,
+        notebook_path=args.notebook, notebook_out=args.notebook_out, verbose=args.verbose))
     write(result, args.format, sys.stdout)
     for fmt, target in reports:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -166,19 +169,21 @@ def _check(args: argparse.Namespace) -> int:
             write(result, fmt, stream)
     if result.status != "graded":
         print(f"capgrade check: {result.message}", file=sys.stderr)
-        return 2 if result.status in ("missing-file", "no-hidden-values", "no-checks") else 1
+        return 2 if RunStatus(result.status).usage_error else 1
     return 0 if result.all_passed else 1
 
 
 def _build(args: argparse.Namespace) -> int:
     from grader.harness import expected as ex
-    from grader.harness.engine import run_checks
+    from grader.harness.engine import record
+    from grader.harness.request import GradingRequest
 
     code = _build_stub(argparse.Namespace(reference=args.reference, out=args.stub, check=False))
     if code:
         return code
     print("recording expected values from the reference (public + hidden checks) ...")
-    result = run_checks(args.reference, record=True, hidden_expected=args.hidden_expected)
+    result, recorded = record(GradingRequest(submission=args.reference,
+                                             hidden_expected=args.hidden_expected))
     failed = [c for c in result.checks if c.status != "passed"]
     if result.status != "graded" or failed or not result.checks:
         print(f"capgrade build: the reference does not pass its own checks; nothing written: "
@@ -186,6 +191,9 @@ def _build(args: argparse.Namespace) -> int:
         for c in failed:
             print(f"  {c.id}: {c.status}: {c.message}", file=sys.stderr)
         return 1
+    meta = ex.metadata(args.reference, recorded["seeds"])
+    ex.save(recorded["public"], {**meta, "visibility": "public"}, ex.PUBLIC_PATH)
+    ex.save(recorded["hidden"], {**meta, "visibility": "hidden"}, args.hidden_expected)
     print(f"wrote {ex.PUBLIC_PATH} and {args.hidden_expected} "
           f"({len(result.checks)} checks, {result.duration:.1f} s)")
     return 0
@@ -242,13 +250,12 @@ def _run_notebook(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from grader.batch.grading import GradeOptions, grade_all
+    from grader.batch.grading import grade_all
+    from grader.harness.request import GradingRequest
 
-    options = GradeOptions(hidden=not args.public_only, slow=not args.no_slow,
-                           notebook=not args.no_notebook, timeout=args.timeout,
-                           device=args.device,
-                           hidden_expected=str(args.hidden_expected) if args.hidden_expected
-                           else None)
+    options = GradingRequest(hidden=not args.public_only, slow=not args.no_slow,
+                             notebook=not args.no_notebook, timeout=args.timeout,
+                             device=args.device, hidden_expected=args.hidden_expected)
     try:
         summary = grade_all(args.submissions, args.out, workers=args.workers, options=options,
                             regrade=tuple(args.regrade), dask=args.dask,

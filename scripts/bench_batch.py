@@ -90,21 +90,21 @@ def grade(submissions: Path, out: Path, workers: int) -> tuple[float, MemorySamp
 
 def overhead_in_process(stub: Path, repeat: int = 8) -> tuple[float, float]:
     """Mean seconds to grade the stub (public + hidden) with a cold and with a warm worker."""
-    from grader.batch.grading import GradeOptions, hidden_path
+    from grader.batch.grading import DEFAULT_OPTIONS, hidden_path
     from grader.harness import client as harness
     from grader.harness.engine import run_checks
 
-    only = GradeOptions(slow=False, notebook=False).only()
-    run_checks(stub, include_hidden=True, only=only)  # imports, caches: not measured
+    only = None  # public + hidden, no slow checks
+    run_checks(stub, hidden=True, only=only)  # imports, caches: not measured
     times: dict[bool, list[float]] = {False: [], True: []}
     for warm in (False, True):
         harness.keep_warm(warm)
         if warm:
-            harness.prepare_warm(False, harness.grading_secrets(hidden_path(GradeOptions())))
+            harness.prepare_warm(False, harness.grading_secrets(hidden_path(DEFAULT_OPTIONS)))
         for _ in range(repeat):
             time.sleep(6.0 if warm else 0.5)  # the warm worker's start, not measured
             start = time.perf_counter()
-            run_checks(stub, include_hidden=True, only=only)
+            run_checks(stub, hidden=True, only=only)
             times[warm].append(time.perf_counter() - start)
     harness.keep_warm(False)
     return sum(times[False]) / repeat, sum(times[True]) / repeat

@@ -16,7 +16,7 @@ ALT = Path(__file__).resolve().parent / "solutions" / "alt_style_rnn_lstm_captio
 
 
 def test_alt_style_solution_scores_full_marks():
-    result = run_checks(ALT, include_hidden=True)
+    result = run_checks(ALT, hidden=True)
     assert result.status == "graded", result.message
     failed = [f"{c.id}: {c.status}: {c.message}" for c in result.checks if not c.passed]
     assert not failed, "\n".join(failed)

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch.grading import GradeOptions, grade_all
+from grader.batch.grading import DEFAULT_OPTIONS, grade_all
 from grader.harness.plugin import load_rubric
+from grader.harness.request import GradingRequest
 from tests.conftest import REFERENCE, STUB
 from tests.hostile import BY_NAME as HOSTILE
 from tests.test_hostile import any_sandboxed_pids
 from tests.variants import by_name, write_variant
 
 BUGGY = "rnn_step_no_tanh"  # a realistic bug (tests/variants.py)
-FAST = GradeOptions(slow=False, notebook=False)  # public + hidden checks
+FAST = GradingRequest(hidden=True)  # public + hidden checks
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -141,7 +142,7 @@ def test_a_changed_submission_is_graded_again(tmp_path):
     subs = tmp_path / "subs"
     _module(subs / "ann", STUB)
     out = tmp_path / "out"
-    opts = GradeOptions(hidden=False, slow=False, notebook=False)
+    opts = GradingRequest()
     grade_all(subs, out, workers=1, options=opts, progress=False)
     assert float(_rows(out)["ann"]["score"]) == 0
     _module(subs / "ann", REFERENCE)
@@ -158,7 +159,7 @@ def test_gradescope_export_takes_ids_from_the_metadata(tmp_path):
         "    :email: ann@example.edu\n  :created_at: 2026-11-20\n"
         "submission_102:\n  :submitters:\n  - :name: Bob Ray\n    :email: bob@example.edu\n")
     out = tmp_path / "out"
-    grade_all(subs, out, workers=2, options=GradeOptions(hidden=False, slow=False,
+    grade_all(subs, out, workers=2, options=GradingRequest(hidden=False, slow=False,
                                                           notebook=False), progress=False)
     rows = _rows(out)
     assert sorted(rows) == ["bob@example.edu", "s123"]
@@ -209,7 +210,7 @@ def test_a_dask_local_cluster_gives_the_local_results(tmp_path):
     (subs / "buggy").mkdir()
     write_variant(by_name()[BUGGY], subs / "buggy")
     _module(subs / "stub", STUB)
-    opts = GradeOptions(hidden=True, slow=False, notebook=False)
+    opts = GradingRequest(hidden=True)
     grade_all(subs, tmp_path / "local", workers=2, options=opts, progress=False)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
@@ -231,11 +232,12 @@ def test_a_missing_submissions_folder_is_a_clear_error(tmp_path):
     assert done.returncode == 2 and "does not exist" in done.stderr
 
 
-def test_options_leave_out_what_was_switched_off():
-    assert GradeOptions().only() is None
-    assert GradeOptions(slow=False).only() == "not overfit and not submission_file"
-    assert GradeOptions(slow=False, notebook=False).only() == \
-        "not overfit and not submission_file and not notebook"
+def test_a_batch_grades_everything_unless_told_otherwise():
+    assert DEFAULT_OPTIONS.hidden and DEFAULT_OPTIONS.slow and DEFAULT_OPTIONS.notebook
+    with pytest.raises(ValueError, match="unknown grading options: include_slow"):
+        GradingRequest.from_dict({"include_slow": True})
+    again = GradingRequest.from_dict(FAST.for_submission(Path("a.py")).to_dict())
+    assert again == FAST.for_submission(Path("a.py"))
 
 
 def test_the_demo_class_is_built_from_the_reference(tmp_path):

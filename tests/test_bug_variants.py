@@ -19,7 +19,7 @@ from tests.variants import VARIANTS, Variant, only_expression, reference_source,
 
 def _run(variant: Variant, ids: tuple[str, ...], tmp_path) -> dict:
     path = write_variant(variant, tmp_path)
-    result = run_checks(path, include_hidden=True, only=only_expression(ids))
+    result = run_checks(path, hidden=True, only=only_expression(ids))
     assert result.status == "graded", result.message
     checks = {c.id: c for c in result.checks}
     assert sorted(checks) == sorted(ids), "the -k expression selected other checks"

@@ -21,7 +21,7 @@ from .conftest import REFERENCE, STUB
 
 @pytest.fixture(scope="module")
 def reference_result():
-    return run_checks(REFERENCE, include_hidden=True)
+    return run_checks(REFERENCE, hidden=True)
 
 
 def variant(tmp_path: Path, old: str, new: str, name: str = "submission.py") -> Path:
@@ -57,7 +57,7 @@ def test_rubric_and_catalogue_agree(reference_result):
 
 
 def test_stub_scores_zero_and_every_check_says_not_implemented():
-    r = run_checks(STUB, include_hidden=True)
+    r = run_checks(STUB, hidden=True)
     assert r.status == "graded" and len(r.checks) == len(load_rubric(include_slow=False))
     assert r.score == 0
     for check in r.checks:
@@ -86,7 +86,7 @@ def test_staleness_detects_a_changed_reference(tmp_path):
 
 
 def test_hidden_values_missing_is_a_clear_error(tmp_path):
-    r = run_checks(REFERENCE, include_hidden=True, hidden_expected=tmp_path / "none.pt")
+    r = run_checks(REFERENCE, hidden=True, hidden_expected=tmp_path / "none.pt")
     assert r.status == "no-hidden-values" and "capgrade build" in r.message
 
 
@@ -165,7 +165,7 @@ def test_exception_feedback_points_at_the_students_line(tmp_path):
 def test_wrong_values_report_the_worst_element_and_rel_error(tmp_path):
     path = variant(tmp_path, "    next_h = torch.tanh(x @ Wx + prev_h @ Wh + b)\n",
                    "    next_h = torch.tanh(x @ Wx + prev_h @ Wh)\n")
-    r = run_checks(path, include_hidden=True, only="rnn_step_forward")
+    r = run_checks(path, hidden=True, only="rnn_step_forward")
     checks = by_id(r)
     public = checks["rnn_step_forward_public"]
     assert "worst element at index" in public.message and "rel_error" in public.message

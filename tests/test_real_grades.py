@@ -37,7 +37,7 @@ def _write(tmp_path: Path, source: str) -> Path:
 
 
 def _checks(path: Path, ids=None) -> dict:
-    result = run_checks(path, include_hidden=True,
+    result = run_checks(path, hidden=True,
                         only=only_expression(ids) if ids else None)
     assert result.status == "graded", result.message
     return {c.id: c for c in result.checks}
@@ -54,7 +54,7 @@ def _full_marks(checks: dict) -> list[str]:
 
 
 def _grade(path: Path, ids: tuple[str, ...]) -> dict:
-    return run_checks(path, include_hidden=True, only=only_expression(ids)).to_dict()
+    return run_checks(path, hidden=True, only=only_expression(ids)).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_advisories_are_reported_worth_nothing_and_never_fail(tmp_path):
     straight = next(v for v in CORRECT if v.name == "one_line_loss_ignore_index_straight")
     ids = ("temporal_softmax_loss_hidden[none]", "captioning_ignore_index_none_hidden",
            "temporal_softmax_loss_hidden[null]")
-    result = run_checks(straight.write(tmp_path), include_hidden=True, only=only_expression(ids))
+    result = run_checks(straight.write(tmp_path), hidden=True, only=only_expression(ids))
     checks = {c.id: c for c in result.checks}
     for cid in ids[:2]:
         c = checks[cid]
@@ -105,7 +105,7 @@ def test_arguments_overwritten_in_place_change_no_verdict(tmp_path):
 
 def test_unfilled_course_starter_scores_zero():
     """The course-style starter (every TODO a `pass`) earns nothing, from_scratch included."""
-    result = run_checks(STARTER, include_hidden=True)
+    result = run_checks(STARTER, hidden=True)
     assert result.status == "graded", result.message
     assert result.score == 0, [(c.id, c.score) for c in result.checks if c.score]
     checks = {c.id: c for c in result.checks}

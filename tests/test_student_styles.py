@@ -28,7 +28,7 @@ STUDENTS = sorted((Path(__file__).resolve().parent / "solutions" / "students").g
 
 
 def _grade(path: Path) -> dict:
-    return run_checks(path, include_hidden=True).to_dict()
+    return run_checks(path, hidden=True).to_dict()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from grader import sandbox
-from grader.batch.grading import GradeOptions
+from grader.batch.grading import DEFAULT_OPTIONS
 from grader.harness import client as harness
 from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE
@@ -49,18 +49,18 @@ def warm():
 def harness_hidden() -> Path:
     from grader.batch.grading import hidden_path
 
-    return hidden_path(GradeOptions())
+    return hidden_path(DEFAULT_OPTIONS)
 
 
 def test_a_warm_worker_gives_the_cold_verdicts(tmp_path):
     write_variant(by_name()["rnn_step_no_tanh"], tmp_path)
     buggy = tmp_path / "rnn_lstm_captioning.py"
     mixed = "rnn_step_forward or word_embedding"  # the bug fails some of these, not all
-    cold = run_checks(buggy, include_hidden=True, only=mixed)
+    cold = run_checks(buggy, hidden=True, only=mixed)
     harness.keep_warm(True)
     try:
         harness.prepare_warm(False, harness.grading_secrets(harness_hidden()))
-        warm = run_checks(buggy, include_hidden=True, only=mixed)
+        warm = run_checks(buggy, hidden=True, only=mixed)
     finally:
         harness.keep_warm(False)
     assert _statuses(cold) == _statuses(warm)
@@ -75,11 +75,11 @@ def test_each_submission_gets_the_warm_worker_in_a_fresh_sandbox(tmp_path, warm)
     second.mkdir()
     (first / "rnn_lstm_captioning.py").write_text(REFERENCE.read_text() + LEAVES_TRACES)
     (second / "rnn_lstm_captioning.py").write_text(REFERENCE.read_text() + LOOKS_FOR_TRACES)
-    one = run_checks(first / "rnn_lstm_captioning.py", include_hidden=True, only=ONLY)
+    one = run_checks(first / "rnn_lstm_captioning.py", hidden=True, only=ONLY)
     assert one.status == "graded" and all(s == "passed" for s in _statuses(one).values())
     spare = harness._WARM
     assert spare is not None and spare.alive()  # started while the first one was graded
-    two = run_checks(second / "rnn_lstm_captioning.py", include_hidden=True, only=ONLY)
+    two = run_checks(second / "rnn_lstm_captioning.py", hidden=True, only=ONLY)
     assert two.status == "graded", two.message  # no trace of the first submission
     assert all(s == "passed" for s in _statuses(two).values())
     step = next(c for c in two.checks if c.id == "rnn_step_forward_public")
@@ -96,5 +96,5 @@ def test_a_dead_warm_worker_is_replaced(tmp_path, warm):
     assert spare is not None
     sandbox.kill_group(spare.proc.pid)
     spare.proc.wait()
-    result = run_checks(REFERENCE, include_hidden=True, only="rnn_step_forward_public")
+    result = run_checks(REFERENCE, hidden=True, only="rnn_step_forward_public")
     assert [c.status for c in result.checks] == ["passed"]

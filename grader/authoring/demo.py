@@ -160,7 +160,7 @@ def run_demo(reference: Path, stub: Path, console: Console | None = None) -> int
         table.add_column(column)
     hidden = Path("reference/expected/hidden.safetensors").is_file()
     for label, path in (("reference", reference), ("stub", stub)):
-        result = run_checks(path, include_hidden=hidden)
+        result = run_checks(path, hidden=hidden)
         counts = result.counts()
         table.add_row(label, f"{result.score:g} / {result.max_score:g}", str(counts["passed"]),
                       str(counts["failed"]), str(counts["error"]), f"{result.duration:.1f}")

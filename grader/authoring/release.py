@@ -49,6 +49,11 @@ WHEEL_EXCLUDE = ("examples.py",)
 class ReleaseError(Exception):
     """The release cannot be built, or failed its audit; the message says what to do."""
 
+    def __init__(self, message: str, leak: bool = False):
+        super().__init__(message)
+        #: The audit found instructor material in it (exit 1), rather than a usage problem.
+        self.leak = leak
+
 
 def build_wheel(dest: Path, root: Path = PACKAGE_ROOT) -> Path:
     """Build capgrade's wheel into ``dest`` from a staged copy (no network, no build/ left)."""
@@ -193,5 +198,5 @@ def build_release(out: Path, force: bool = False) -> list[Path]:
     if problems:
         shutil.rmtree(out, ignore_errors=True)
         raise ReleaseError("the release would leak instructor material; nothing written:\n  "
-                           + "\n  ".join(problems[:20]))
+                           + "\n  ".join(problems[:20]), leak=True)
     return sorted(p for p in out.rglob("*") if p.is_file())

@@ -2,7 +2,7 @@
 
 Discovery (``grader.batch.submissions``) turns the input folder into one entry per
 student; each entry with files is graded by ``grade_entry`` (the same
-``run_checks`` every other mode uses: public + hidden checks, overfit runs,
+``grade`` every other mode uses: public + hidden checks, overfit runs,
 the loss file, the notebook) in a pool of processes, or on a Dask cluster;
 each result is committed to the store (``grader.results.store``) the moment it
 arrives, and the reports in OUT are exported from the store
@@ -16,34 +16,22 @@ import hashlib
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from grader import __version__
 from grader.batch.submissions import Entry, discover
+from grader.harness.request import GradingRequest
+from grader.results import RunStatus
 from grader.results.store import Store
 
 STORE_NAME = "grades.sqlite"
 
 
-@dataclass
-class GradeOptions:
-    """What each submission gets; part of the grading key (other options, other grades)."""
-
-    hidden: bool = True
-    slow: bool = True  # overfit checks and the hand-in's loss file
-    notebook: bool = True
-    timeout: float | None = None
-    device: str = "cpu"
-    hidden_expected: str | None = None
-
-    def only(self) -> str | None:
-        """The -k expression leaving out what was switched off (None: everything)."""
-        left_out = [] if self.slow else ["overfit", "submission_file"]
-        left_out += [] if self.notebook else ["notebook"]
-        return " and ".join(f"not {x}" for x in left_out) or None
+#: What each submission of a batch gets unless told otherwise: everything.
+DEFAULT_OPTIONS = GradingRequest(hidden=True, slow=True, notebook=True)
 
 
 @dataclass
@@ -57,7 +45,7 @@ class BatchSummary:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-def hidden_path(options: GradeOptions) -> Path:
+def hidden_path(options: GradingRequest) -> Path:
     from grader.harness import expected as ex
     from grader.sandbox import PACKAGE_ROOT
 
@@ -66,15 +54,14 @@ def hidden_path(options: GradeOptions) -> Path:
     return PACKAGE_ROOT / ex.HIDDEN_PATH
 
 
-def grading_key(options: GradeOptions) -> str:
+def grading_key(options: GradingRequest) -> str:
     """capgrade's version, the expected values' bytes and the options that change verdicts."""
     from grader.harness import expected as ex
 
     digest = hashlib.sha256(__version__.encode())
     for path in (ex.PUBLIC_PATH, hidden_path(options)):
         digest.update(path.read_bytes() if path.is_file() else b"-")
-    chosen = {k: v for k, v in asdict(options).items() if k != "hidden_expected"}
-    digest.update(repr(sorted(chosen.items())).encode())
+    digest.update(repr(sorted(options.verdict_options().items())).encode())
     return f"{__version__}:{digest.hexdigest()[:16]}"
 
 
@@ -82,23 +69,21 @@ def grade_entry(entry: dict[str, Any], options: dict[str, Any], out_dir: str,
                 warm: bool = False) -> dict[str, Any]:
     """Grade one submission; plain data in and out, so a pool or a Dask worker can run it."""
     from grader.harness import client as harness
-    from grader.harness.engine import run_checks
+    from grader.harness.engine import grade
 
-    opts = GradeOptions(**options)
+    opts = GradingRequest.from_dict(options)
     start = time.monotonic()
     harness.keep_warm(warm)  # on: the next submission's worker warms up beside this one
     try:
-        result = run_checks(
-            Path(entry["module"]), include_hidden=opts.hidden, only=opts.only(),
-            device=opts.device, timeout=opts.timeout, hidden_expected=hidden_path(opts),
-            include_slow=opts.slow or opts.notebook,
+        result = grade(opts.for_submission(
+            Path(entry["module"]), hidden_expected=hidden_path(opts),
             loss_file=Path(entry["loss_file"]) if entry.get("loss_file") else None,
-            notebook=Path(entry["notebook"]) if entry.get("notebook") else None,
-            notebook_out=Path(out_dir) / "students" / entry["student"] / "notebook")
+            notebook_path=Path(entry["notebook"]) if entry.get("notebook") else None,
+            notebook_out=Path(out_dir) / "students" / entry["student"] / "notebook"))
     except Exception as exc:  # the grader itself broke on this one: say so, go on
         return {"status": "could-not-grade", "message": f"{type(exc).__name__}: {exc}"[:500],
                 "result": None, "seconds": time.monotonic() - start}
-    if result.status in ("graded", "import-error"):
+    if RunStatus(result.status).graded:
         status, message = "graded", result.message
     else:
         status, message = "could-not-grade", result.message
@@ -123,7 +108,7 @@ def warm_up(options: dict[str, Any], warm: bool) -> None:
 
     if not warm:
         return
-    opts = GradeOptions(**options)
+    opts = GradingRequest.from_dict(options)
     harness.keep_warm(True)
     harness.prepare_warm(opts.device.startswith("cuda"), harness.grading_secrets(
         hidden_path(opts)))
@@ -169,20 +154,20 @@ class _DaskPool:
 
 
 def grade_all(submissions: str | Path, out: str | Path, workers: int | None = None,
-              options: GradeOptions | None = None, regrade: tuple[str, ...] = (),
+              options: GradingRequest | None = None, regrade: tuple[str, ...] = (),
               dask: Any = None, progress: bool = True, warm: bool | None = None
               ) -> BatchSummary:
     """Grade every submission in ``submissions`` into ``out``; see the module docstring."""
     from grader.results import reports
 
-    options = options or GradeOptions()
+    options = options or DEFAULT_OPTIONS
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     entries = discover(Path(submissions), out / "work")
     store = Store(out / STORE_NAME)
     key = grading_key(options)
-    run_id = store.start_run(key, {**asdict(options), "workers": workers, "dask": str(dask)})
+    run_id = store.start_run(key, {**options.to_dict(), "workers": workers, "dask": str(dask)})
     summary = BatchSummary(rows=len(entries))
     todo: list[Entry] = []
     copies: list[Entry] = []
@@ -243,16 +228,16 @@ def should_warm(workers: int | None, dask: Any) -> bool:
     return dask is None and (workers or cores) < cores
 
 
-def _run(todo: list[Entry], options: GradeOptions, out: Path, store: Store, run_id: int,
+def _run(todo: list[Entry], options: GradingRequest, out: Path, store: Store, run_id: int,
          key: str, workers: int | None, dask: Any, progress: bool, summary: BatchSummary,
          warm: bool) -> None:
     if not todo:
         return
     pool = _DaskPool(dask) if dask is not None else \
-        _LocalPool(workers or os.cpu_count() or 1, asdict(options), warm)
+        _LocalPool(workers or os.cpu_count() or 1, options.to_dict(), warm)
     bar = _Progress(len(todo)) if progress else None
     try:
-        futures = {pool.submit(e.as_dict(), asdict(options), str(out), warm): e for e in todo}
+        futures = {pool.submit(e.as_dict(), options.to_dict(), str(out), warm): e for e in todo}
         for future in pool.completed(list(futures)):
             entry = futures[future]
             try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -40,12 +39,10 @@ TRAIN_TIMEOUT = 300.0
 
 
 @pytest.fixture(scope="module")
-def notebook_run(request: pytest.FixtureRequest, secrets) -> notebook_runner.NotebookReport:
-    config = request.config
-    module = Path(config.getoption("submission")).resolve()
-    given = config.getoption("notebook")
-    notebook = Path(given) if given else module.parent / notebook_runner.NOTEBOOK_NAME
-    kept = config.getoption("notebook_out")
+def notebook_run(grading, secrets) -> notebook_runner.NotebookReport:
+    module = grading.submission.resolve()
+    notebook = grading.notebook_path or module.parent / notebook_runner.NOTEBOOK_NAME
+    kept = grading.notebook_out
     # Without --notebook-out the executed copy lives only as long as these checks.
     with contextlib.ExitStack() as stack:
         out = kept or stack.enter_context(tempfile.TemporaryDirectory(prefix="capgrade-notebook-"))

@@ -20,18 +20,15 @@ from grader.harness.judging import CheckFailure
 
 
 @pytest.fixture(scope="module")
-def loss_file(request: pytest.FixtureRequest) -> Path:
-    given = request.config.getoption("loss_file")
-    if given:
-        return Path(given)
-    return Path(request.config.getoption("submission")).resolve().parent / lossfile.FILENAME
+def loss_file(grading) -> Path:
+    return grading.loss_file or grading.submission.resolve().parent / lossfile.FILENAME
 
 
 @pytest.fixture(scope="module")
-def rules(request: pytest.FixtureRequest) -> lossfile.LossFileRules:
-    from grader.harness.plugin import load_rubric_table
+def rules() -> lossfile.LossFileRules:
+    from grader.harness.plugin import RUBRIC_PATH, load_rubric_table
 
-    table = load_rubric_table(Path(request.config.getoption("rubric")), "submission_file")
+    table = load_rubric_table(RUBRIC_PATH, "submission_file")
     return lossfile.LossFileRules.from_mapping(table)
 
 

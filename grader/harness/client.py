@@ -59,6 +59,7 @@ class Submission:
         self.secrets = tuple(secrets)
         self.sandbox: sandbox.Sandbox | None = None
         self._worker: _Worker | None = None
+        self._launched: _Worker | None = None  # started ahead, not yet given the submission
         self._stderr = None
         self.proc: subprocess.Popen | None = None
         self.import_outcome: Outcome | None = None
@@ -68,10 +69,18 @@ class Submission:
 
     # -- lifecycle -----------------------------------------------------------------
 
+    def launch(self) -> None:
+        """Start the worker now (Python, torch), to import the submission when a check asks."""
+        if self._launched is None and self._worker is None:
+            self._launched = (_take_warm(self.cuda, self.secrets)
+                              or _Worker.launch(self.cuda, self.secrets))
+
     def start(self) -> Outcome:
-        """Start a worker (or take the warm one) and import the submission in it."""
+        """Start a worker (or take the one launched ahead, or the warm one); import the module."""
         self.close()
-        worker = _take_warm(self.cuda, self.secrets) or _Worker.launch(self.cuda, self.secrets)
+        worker, self._launched = self._launched, None
+        worker = worker if worker is not None and worker.alive() else \
+            _take_warm(self.cuda, self.secrets) or _Worker.launch(self.cuda, self.secrets)
         if _KEEP_WARM:
             _start_warm(self.cuda, self.secrets)  # warms up while this one is graded
         self._worker = worker
@@ -99,6 +108,9 @@ class Submission:
         if self._worker is not None:
             self._worker.close()
         self._worker = None
+        if self._launched is not None and not self._launched.alive():
+            self._launched.close()
+            self._launched = None
         self.proc = self._stderr = None
 
     def __enter__(self) -> Submission:
@@ -106,6 +118,13 @@ class Submission:
 
     def __exit__(self, *exc) -> None:
         self.close()
+        self.discard_launched()
+
+    def discard_launched(self) -> None:
+        """Stop a worker launched ahead that no check needed."""
+        if self._launched is not None:
+            self._launched.close()
+            self._launched = None
 
     # -- calls ---------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ Gradescope unpacks the bundle's zip into ``/autograder/source``, runs
 ``/autograder/submission``, and reads ``/autograder/results/results.json``
 (gradescope-autograders.readthedocs.io, "Autograder Specifications"). Here
 ``run_autograder`` calls ``python -m grader.integrations.gradescope``, which grades with the
-hidden checks through the same ``run_checks`` as every other mode and always
+hidden checks through the same ``grade`` as every other mode and always
 leaves a valid results.json: a broken or hostile submission gets its failed
 checks, a grader failure a zero with the reason, never a missing file.
 """
@@ -138,10 +138,11 @@ def _protect(source: Path, hidden: Path) -> None:
 
 def grade(root: Path) -> dict[str, Any]:
     """Grade ``root``/submission with the bundle in ``root``/source; results.json as a dict."""
-    from grader.batch.grading import GradeOptions
-    from grader.batch.submissions import MODULE_FILE, NOTEBOOK_FILE, find_file
-    from grader.course.lossfile import FILENAME as LOSS_FILE
-    from grader.harness.engine import run_checks
+    from grader.batch.submissions import find_file
+    from grader.contract import LOSS_FILE, MODULE_FILE, NOTEBOOK_FILE
+    from grader.harness.engine import grade as grade_submission
+    from grader.harness.request import GradingRequest
+    from grader.results import RunStatus
     from grader.results.render import gradescope_dict
 
     started = time.monotonic()
@@ -157,15 +158,14 @@ def grade(root: Path) -> dict[str, Any]:
         return _failure(f"No {MODULE_FILE} in your submission (files found: "
                         f"{_listing(submission)}). Upload it with that name and submit again.",
                         started)
-    options = GradeOptions(slow=config.get("slow", True), notebook=config.get("notebook", True))
     with tempfile.TemporaryDirectory(prefix="capgrade-notebook-") as notebook_out:
-        result = run_checks(module, include_hidden=True, only=options.only(),
-                            timeout=config.get("timeout"), hidden_expected=hidden,
-                            include_slow=options.slow or options.notebook,
-                            loss_file=find_file(submission, LOSS_FILE),
-                            notebook=find_file(submission, NOTEBOOK_FILE),
-                            notebook_out=Path(notebook_out))
-    if result.status in ("no-hidden-values", "grader-error", "no-checks"):
+        result = grade_submission(GradingRequest(
+            submission=module, hidden=True, slow=config.get("slow", True),
+            notebook=config.get("notebook", True), timeout=config.get("timeout"),
+            hidden_expected=hidden, loss_file=find_file(submission, LOSS_FILE),
+            notebook_path=find_file(submission, NOTEBOOK_FILE),
+            notebook_out=Path(notebook_out)))
+    if not RunStatus(result.status).graded:
         raise RuntimeError(f"{result.status}: {result.message}")
     return gradescope_dict(result)
 

@@ -6,6 +6,7 @@ batch grading can store them and every renderer reads the same fields.
 
 from __future__ import annotations
 
+import enum
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
@@ -13,11 +14,38 @@ from typing import Any
 
 SCHEMA_VERSION = 2
 
-#: A check's outcome: passed, failed (wrong answer), error (the check could not
-#: judge: crash, timeout, import failure), skipped (not run in this mode), or
-#: advisory (an advisory check found something worth saying: never a failure,
-#: worth nothing).
-STATUSES = ("passed", "failed", "error", "skipped", "advisory")
+class Status(str, enum.Enum):
+    """A check's outcome; every renderer and exit code reads these."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # a wrong answer
+    ERROR = "error"  # the check could not judge: crash, timeout, the grader's limits
+    SKIPPED = "skipped"  # not run in this mode
+    ADVISORY = "advisory"  # an advisory check found something worth saying: worth nothing
+
+
+class RunStatus(str, enum.Enum):
+    """How grading a whole submission went."""
+
+    GRADED = "graded"
+    IMPORT_ERROR = "import-error"  # graded: every check says the import failed
+    MISSING_FILE = "missing-file"  # the caller's mistake: nothing to grade
+    NO_HIDDEN_VALUES = "no-hidden-values"  # the caller's mistake: hidden checks without values
+    NO_CHECKS = "no-checks"  # the caller's mistake: the selection matched nothing
+    GRADER_ERROR = "grader-error"  # the catalogue itself failed
+
+    @property
+    def usage_error(self) -> bool:
+        """The request was wrong (exit code 2), rather than the submission or the grader."""
+        return self in (RunStatus.MISSING_FILE, RunStatus.NO_HIDDEN_VALUES, RunStatus.NO_CHECKS)
+
+    @property
+    def graded(self) -> bool:
+        """The submission got verdicts (an import error is one, for every check)."""
+        return self in (RunStatus.GRADED, RunStatus.IMPORT_ERROR)
+
+
+STATUSES = tuple(s.value for s in Status)
 VISIBILITIES = ("public", "hidden", "after_due_date")
 
 

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in chosen:
             directory = Path(tmp) / variant.name
             directory.mkdir()
-            result = run_checks(write_variant(variant, directory), include_hidden=True)
+            result = run_checks(write_variant(variant, directory), hidden=True)
             print(row(variant, result), flush=True)
     print(f"\n{len(chosen)} variants in {time.monotonic() - start:.0f} s", file=sys.stderr)
     return 0
