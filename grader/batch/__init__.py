@@ -1,0 +1,1 @@
+"""TRUSTED side: a whole class at once: discovery, archives, parallel grading, similarity."""

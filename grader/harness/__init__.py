@@ -1,0 +1,7 @@
+"""TRUSTED side: judges what the worker sends; never runs student code or imports torch.
+
+The worker client and its warm pool (``client``), one grading request
+(``request``), the pytest plugin over the check catalogue (``plugin``), the
+engine every mode calls (``engine``), judging with numpy (``judging``) and
+the expected values (``expected``). Never imports ``grader.worker``.
+"""

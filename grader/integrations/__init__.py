@@ -1,0 +1,1 @@
+"""Where courses grade: the Gradescope bundle and GitHub Classroom."""
