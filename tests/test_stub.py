@@ -13,6 +13,7 @@ import torch
 from grader.authoring.stubgen import STUB_MARKER, StubError, find_regions, make_stub
 from grader.cli import main as cli_main
 from grader.course import inputs as ci
+from grader.course import settings
 from grader.worker.loader import load_module
 
 from .conftest import REFERENCE, STUB
@@ -67,7 +68,7 @@ def _todo_calls(m):
             attn_step["x"], attn_step["prev_h"], attn_step["prev_c"], attn_step["attn"]),
         "AttentionLSTM.forward": lambda: attn_lstm(seq["x"], seq["A"]),
         "CaptioningRNN.__init__": lambda: m.CaptioningRNN(
-            ci.CAPTIONING_VOCAB, **ci.CAPTIONING_DIMS, image_encoder_pretrained=False),
+            settings.CAPTIONING_VOCAB, **settings.CAPTIONING_DIMS, image_encoder_pretrained=False),
     }
 
 
@@ -104,7 +105,8 @@ def test_provided_code_is_kept_in_the_stub(stub, ref):
         stub.hello_rnn_lstm_captioning()
     assert "Hello" in out.getvalue()
     with pytest.raises(ValueError):
-        stub.CaptioningRNN(ci.CAPTIONING_VOCAB, cell_type="gru", image_encoder_pretrained=False)
+        stub.CaptioningRNN(settings.CAPTIONING_VOCAB, cell_type="gru",
+                           image_encoder_pretrained=False)
 
 
 def test_todo_block_layout():

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from grader.authoring.stubgen import STUB_MARKER, stub_is_current
 from grader.course import inputs as ci
+from grader.course import settings
 from grader.worker.loader import load_module
 
 
@@ -58,8 +59,9 @@ def _calls(m: ModuleType) -> list[tuple[str, Callable[[], object]]]:
 
     def captioning(cell_type: str) -> Callable[[], object]:
         def run():
-            model = m.CaptioningRNN(ci.CAPTIONING_VOCAB, **ci.CAPTIONING_DIMS, cell_type=cell_type,
-                                    image_encoder_pretrained=False, ignore_index=0)
+            model = m.CaptioningRNN(settings.CAPTIONING_VOCAB, **settings.CAPTIONING_DIMS,
+                                    cell_type=cell_type, image_encoder_pretrained=False,
+                                    ignore_index=0)
             ci.fill_by_shape(model)
             return model(**ci.captioning_batch(cell_type))
         return run
