@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from grader import protocol
 from grader.authoring import release
 from grader.authoring.stubgen import find_regions
 from grader.harness import expected as ex
@@ -100,9 +101,10 @@ def test_no_hidden_expected_value_is_in_the_release(bundle):
     tensor_files = 0
     for name, data in _members(bundle):
         assert not name.endswith("hidden.safetensors") and data != hidden_bytes, name
-        if name.endswith(".pt"):
+        if name.endswith((".pt", ".safetensors")):
             tensor_files += 1
-            values = torch.load(io.BytesIO(data), weights_only=True)
+            values = protocol.decode(data) if name.endswith(".safetensors") else \
+                torch.load(io.BytesIO(data), weights_only=True)
             if "__meta__" in values:
                 assert values["__meta__"]["visibility"] == "public", name
             assert not set(values) & hidden_keys, name

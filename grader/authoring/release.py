@@ -129,12 +129,18 @@ def _text(name: str, data: bytes) -> str:
 
 
 def _tensor_keys(data: bytes) -> set[str] | None:
-    import torch
+    """The keys of a values file: capgrade's own format (safetensors + JSON) or torch.save."""
+    from grader import protocol
 
     try:
-        values = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception:
-        return None
+        values = protocol.decode(data)
+    except protocol.ProtocolError:
+        import torch
+
+        try:
+            values = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception:
+            return None
     return set(values) if isinstance(values, dict) else None
 
 
@@ -150,7 +156,7 @@ def audit(folder: Path, reference: Path = REFERENCE, stub: Path = STUB,
         if base == hidden.name or data == hidden_bytes:
             problems.append(f"{name}: the hidden expected values file")
             continue
-        if base.endswith((".pt", ".pth")):
+        if base.endswith((".pt", ".pth", ".safetensors")):
             keys = _tensor_keys(data)
             if keys and keys & hidden_keys:
                 problems.append(f"{name}: holds hidden expected values "
