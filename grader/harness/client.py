@@ -17,35 +17,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from grader import sandbox
+from grader.harness.outcome import Outcome, WorkerFailure
 from grader.protocol import ErrorInfo, Op, ProtocolError, Reply, Request
 
 IMPORT_TIMEOUT = 120.0
 CALL_TIMEOUT = 15.0
-
-
-class WorkerFailure(Exception):
-    """The worker hung, crashed or exited while answering: the check cannot judge."""
-
-
-@dataclass
-class Outcome:
-    """A probe's reply: ``value`` when ok, else ``error`` (type, message, student frames)."""
-
-    ok: bool
-    value: Any = None
-    error: ErrorInfo = field(default_factory=lambda: ErrorInfo("", ""))
-    output: str = ""
-    duration: float = 0.0
-
-    @property
-    def not_implemented(self) -> bool:
-        return not self.ok and self.error.not_implemented
 
 
 class Submission:

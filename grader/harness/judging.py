@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.harness.client import Outcome, WorkerFailure
+from grader.harness.outcome import Outcome, WorkerFailure
 from grader.protocol import OBJECT, SUBCLASS, UNSUPPORTED, ErrorInfo, describe, dtype_name
 
 

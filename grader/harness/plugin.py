@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from grader.harness import expected as ex
-from grader.harness.client import Submission, WorkerFailure
+from grader.harness.client import Submission
 from grader.harness.judging import CheckFailure, close, equal
+from grader.harness.outcome import WorkerFailure
 from grader.harness.request import GradingRequest
 from grader.results import CheckResult, Status
 
