@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from grader.contract import MODULE_FILE
+
 __version__ = "0.1.0"
 
 
-def check(only: str | None = None, path: str = "rnn_lstm_captioning.py", **options):
+def check(only: str | None = None, path: str = MODULE_FILE, **options):
     """Notebook helper: run the public checks (``only``: a -k expression) and show a compact table.
 
     ``options`` are ``grader.harness.request.GradingRequest`` fields. Returns the

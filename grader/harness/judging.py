@@ -87,8 +87,8 @@ def require_ok(outcome: Outcome, what: str) -> Any:
 def as_tensor(value: Any, what: str) -> np.ndarray:
     """Accept only what an exact torch.Tensor becomes; say precisely what came back otherwise."""
     if isinstance(value, dict) and UNSUPPORTED in value:
-        raise CheckFailure(f"{what}: returned a tensor of dtype {value[UNSUPPORTED]}; keep the "
-                           "inputs' dtype")
+        raise CheckFailure(f"{what}: returned a tensor of dtype {value[UNSUPPORTED]}; return a "
+                           "plain dense tensor of the inputs' dtype")
     if isinstance(value, dict) and SUBCLASS in value:
         raise CheckFailure(f"{what}: returned a tensor subclass ({value[SUBCLASS]}); "
                            "return a plain torch.Tensor")

@@ -45,8 +45,9 @@ def _array(tensor: torch.Tensor) -> Any:
     tensor = tensor.to("cpu", copy=True).resolve_conj().resolve_neg()
     try:
         return tensor.contiguous().numpy().copy()
-    except (TypeError, RuntimeError):  # bfloat16 and other dtypes numpy lacks
-        return {UNSUPPORTED: str(tensor.dtype), "shape": list(tensor.shape)}
+    except (TypeError, RuntimeError):  # bfloat16, sparse, quantized: nothing numpy holds
+        layout = "" if tensor.layout == torch.strided else f", layout {tensor.layout}"
+        return {UNSUPPORTED: f"{tensor.dtype}{layout}", "shape": list(tensor.shape)}
 
 
 # -- from the wire: arrays become tensors, specs become the inputs they describe ------------
