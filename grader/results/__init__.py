@@ -1,4 +1,4 @@
-"""The one result schema; every output format is a rendering of it.
+"""TRUSTED side: the one result schema; every output format is a rendering of it.
 
 Plain dataclasses that round-trip through JSON (``to_dict`` / ``from_dict``), so
 batch grading can store them and every renderer reads the same fields.

@@ -1,4 +1,4 @@
-"""The limits every process running student code starts under (worker and notebook kernel).
+"""The wall: the limits every process running student code starts under (no torch, no grading).
 
 One place for them, so the check worker and the notebook kernel are confined
 alike. Each layer is applied when the host allows it, and the layers actually
