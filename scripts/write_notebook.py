@@ -74,9 +74,9 @@ import torch
 from IPython.display import display
 
 from grader import check
-from grader.notebook import support as ns
 from grader.course.plots import attention_figure, captioned_images, plot_losses
 from grader.course.training import decode_captions, train_captioner
+from grader.notebook import support as ns
 
 run = ns.settings(GRADING_MODE, DEVICE or ns.default_device())
 if GRADING_MODE:
