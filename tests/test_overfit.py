@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE, STUB
 from tests.variants import Variant, by_name, write_variant
 
-CALIBRATION = overfit.__file__.replace("overfit.py", "checks/overfit_calibration.json")
+CALIBRATION = Path(overfit.__file__).resolve().parent.parent / "checks" / "overfit_calibration.json"
 
 
 def _overfit(path, only: str = "overfit") -> dict:
