@@ -24,7 +24,8 @@ GENERATOR_VERSION = 2  # 2: safetensors + JSON instead of torch.save
 
 #: Files whose content determines the expected values (besides the reference).
 DEFINING_FILES = ["course/inputs.py", "course/encoder.py", "worker/probes.py",
-                  "checks/inputs.py", "course/synthetic.py", "course/data/encoder_synthetic.pt"]
+                  "worker/values.py", "checks/inputs.py", "course/synthetic.py",
+                  "course/data/encoder_synthetic.pt"]
 
 
 def default_hidden_path() -> Path:
