@@ -254,16 +254,9 @@ def secrets(grading: GradingRequest) -> tuple[Path, ...]:
 
 
 @pytest.fixture(scope="session")
-def submission(request: pytest.FixtureRequest, grading: GradingRequest,
-               secrets: tuple[Path, ...]):
-    plugin = _plugin(request)
-    sub = plugin.submission or Submission(grading.submission, device=grading.device,
-                                          secrets=secrets)
-    if grading.timeout:
-        sub.timeout = grading.timeout
-    plugin.submission = sub
-    yield sub
-    sub.close()
+def submission(request: pytest.FixtureRequest) -> Submission:
+    """The worker proxy the engine launched for this request (the engine closes it)."""
+    return _plugin(request).submission
 
 
 @pytest.fixture(scope="session")
