@@ -15,6 +15,7 @@ import pytest
 from grader.harness import expected as ex
 from grader.harness.engine import catalogue
 from grader.integrations import gradescope
+from grader.results import render
 from tests import freshvenv
 from tests.conftest import REFERENCE, ROOT
 from tests.hostile import BY_NAME as HOSTILE
@@ -104,6 +105,52 @@ def _run(script: Path, python: Path) -> dict:
     return results
 
 
+def student_view(results: dict, before_due: bool = True) -> dict:
+    """What Gradescope shows a student (its Autograder Specifications page).
+
+    Before the due date: the top-level output and only the "visible" tests; the
+    total only when every test is visible (None otherwise). After: every test but
+    the "hidden" ones, and the total.
+    """
+    shown = ("visible",) if before_due else ("visible", "after_due_date", "after_published")
+    tests = [{k: t[k] for k in ("name", "score", "max_score", "status", "output") if k in t}
+             for t in results["tests"] if t.get("visibility", "visible") in shown]
+    every = all(t.get("visibility", "visible") == "visible" for t in results["tests"])
+    return {"output": results.get("output"), "tests": tests,
+            "score": results["score"] if every or not before_due else None}
+
+
+def test_before_the_due_date_a_student_sees_nothing_of_the_hidden_checks():
+    """Two gradings that differ only in their hidden checks look the same to the student."""
+    from dataclasses import replace
+
+    from grader.harness.engine import run_checks
+
+    graded = run_checks(REFERENCE, hidden=True, only="rnn or embedding_loss")
+    hidden = [c for c in graded.checks if c.visibility == "hidden"]
+    assert hidden and any(c.visibility == "public" for c in graded.checks)
+    broken = replace(graded, checks=[
+        replace(c, status="failed", score=0.0, message="values differ: 3 of 8 entries",
+                error=0.5) if c.visibility == "hidden" else c for c in graded.checks])
+    seen = [student_view(render.gradescope_dict(r)) for r in (graded, broken)]
+    assert seen[0] == seen[1]
+    assert seen[0]["score"] is None  # no total while a test is not visible
+    text = json.dumps(seen[0])
+    assert not any(c.id in text for c in hidden)
+    after = [student_view(render.gradescope_dict(r), before_due=False) for r in (graded, broken)]
+    assert after[0] != after[1] and after[1]["score"] < after[0]["score"]  # then it shows
+
+
+def test_the_rubric_chooses_after_published_and_nothing_else(tmp_path):
+    rubric = tmp_path / "rubric.toml"
+    rubric.write_text('[gradescope]\nhidden_checks = "after_published"\n')
+    assert render.hidden_checks_visibility(rubric) == "after_published"
+    rubric.write_text('[gradescope]\nhidden_checks = "hidden"\n')
+    with pytest.raises(ValueError, match="must not carry points"):
+        render.hidden_checks_visibility(rubric)
+    assert render.hidden_checks_visibility() == "after_due_date"  # the shipped rubric's
+
+
 def _autograde(bundle: Path, python: Path, root: Path, files: dict[str, str]) -> dict:
     return _run(_lay_out(bundle, root, files), python)
 
@@ -144,10 +191,18 @@ def test_a_correct_submission_gets_every_point_with_the_rubrics_visibility(
     assert all("status" not in t and t["max_score"] == 0 for n, t in tests.items()
                if n not in graded)
     assert results["score"] == sum(c["points"] for c in fast.values())
-    expected = {"public": "visible", "hidden": "hidden", "after_due_date": "after_due_date"}
+    # Hidden checks carry points: shown after the due date, never Gradescope's "hidden"
+    # (for tests that add nothing to the total), so no total leaks before the deadline.
+    expected = {"public": "visible", "hidden": "after_due_date",
+                "after_due_date": "after_due_date"}
     assert {n: t["visibility"] for n, t in tests.items()} == {
         i: expected[c["visibility"]] for i, c in fast.items()}
-    assert "hidden" in {t["visibility"] for t in tests.values()}
+    assert "hidden" not in {t["visibility"] for t in tests.values()}
+    before = student_view(results)
+    assert before["score"] is None  # no total before the due date
+    assert {t["name"] for t in before["tests"]} == {
+        i for i, c in fast.items() if c["visibility"] == "public"}
+    assert student_view(results, before_due=False)["score"] == results["score"]
     assert results["extra_data"]["isolation"]  # the layers that were applied, recorded
 
 
@@ -187,7 +242,8 @@ def test_nothing_to_grade_and_a_broken_setup_still_give_valid_results(bundle, py
     assert f"No {MODULE}" in empty["output"] and "notes.txt" in empty["output"]
     broken = _autograde(bundle, tmp_path / "no-such-python", tmp_path / "b",
                         {MODULE: REFERENCE.read_text()})
-    assert broken["score"] == 0 and "could not start" in broken["output"]
+    assert broken["score"] == 0 and "could not run" in broken["output"]
+    assert "says nothing about your code" in broken["output"]
     script = _lay_out(bundle, tmp_path / "c", {MODULE: REFERENCE.read_text()})
     (script.parent / "source" / gradescope.HIDDEN_NAME).unlink()  # a bundle without its values
     missing = _run(script, python)
@@ -206,7 +262,14 @@ def test_grading_past_the_deadline_is_stopped_and_reported(bundle, python, tmp_p
     started = time.monotonic()
     results = _run(script, python)
     assert time.monotonic() - started < 60
-    assert results["score"] == 0 and results["tests"] == []
-    assert "did not finish within 12 s" in results["output"]
+    assert results["score"] == 0 and results["tests"]
+    # The deadline is the grader's limit: what had not been judged is a regrade, never failed.
+    stopped = [t for t in results["tests"] if "regrade" in t["tags"]]
+    assert stopped and all("deadline" in t["output"] and "says nothing about your code"
+                           in t["output"] for t in stopped)
+    assert "GRADING INCOMPLETE" in results["output"]
+    instructors = [t for t in results["tests"] if t["name"] == render.LIMITS_TEST]
+    assert instructors and instructors[0]["visibility"] == "hidden" \
+        and instructors[0]["max_score"] == 0 and "deadline" in instructors[0]["output"]
     time.sleep(1)
     assert any_sandboxed_pids() - before == set()  # the looping worker was killed with it

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -121,7 +122,8 @@ def test_gradescope_tests_fields_and_mapping(result):
         assert isinstance(t["tags"], list)
         assert t["visibility"] in ("visible", "hidden", "after_due_date")
     assert tests["rnn_step_forward"]["visibility"] == "visible"
-    assert tests["rnn_step_backward"]["visibility"] == "hidden"
+    # A hidden check carries points: after the due date, never Gradescope's "hidden".
+    assert tests["rnn_step_backward"]["visibility"] == "after_due_date"
     assert tests["lstm_forward"]["visibility"] == "after_due_date"
     assert tests["rnn_step_forward"]["status"] == "passed"
     assert tests["rnn_step_backward"]["status"] == "failed"
@@ -193,13 +195,16 @@ def test_junit_testcase_details(result):
     cases = {c.get("name"): c for c in suite.findall("testcase")}
     assert cases["rnn_step_forward"].get("classname") == "capgrade.rnn"
     assert cases["attention_forward"].get("classname") == "capgrade.checks"
-    props = {p.get("name"): p.get("value")
-             for p in cases["rnn_step_backward"].find("properties")}
-    assert props["score"] == "0" and props["max_score"] == "3"
-    assert props["visibility"] == "hidden"
     suite_props = {p.get("name"): p.get("value") for p in suite.find("properties")}
     assert suite_props["score"] == "2.5" and suite_props["max_score"] == "7.5"
     assert suite_props["environment.torch"] == "2.3.0"
+    # Per-check details are suite properties too (the schema has none on a testcase).
+    assert suite_props["check.rnn_step_backward.score"] == "0"
+    assert suite_props["check.rnn_step_backward.max_score"] == "3"
+    assert suite_props["check.rnn_step_backward.visibility"] == "hidden"
+    assert suite_props["check.rnn_step_backward.error"] == "0.25"
+    assert suite_props["check.lstm_step_forward.score"] == "0.5"
+    assert "check.lstm_forward.tolerance" not in suite_props
 
     failure = cases["rnn_step_backward"].find("failure")
     assert failure.get("message") == 'expected <0.5 & got "1" ]]> here red'
@@ -210,6 +215,118 @@ def test_junit_testcase_details(result):
     error = cases["lstm_forward"].find("error")
     assert error.get("message") == "TimeoutError: took longer than 15 s"
     assert cases["attention_forward"].find("skipped").get("message") == "needs CUDA"
+
+
+#: What the common JUnit XML schema (Jenkins' junit-10.xsd, which CI tools read) lets each
+#: element hold; ``file`` and ``line`` on a testcase are pytest's, read by GitLab and others.
+JUNIT_CHILDREN = {"testsuites": {"testsuite"},
+                  "testsuite": {"properties", "testcase", "system-out", "system-err"},
+                  "properties": {"property"}, "property": set(),
+                  "testcase": {"skipped", "error", "failure", "system-out", "system-err"},
+                  "skipped": set(), "error": set(), "failure": set(), "system-out": set(),
+                  "system-err": set()}
+JUNIT_ATTRIBUTES = {
+    "testsuites": {"name", "time", "tests", "failures", "disabled", "errors"},
+    "testsuite": {"name", "tests", "failures", "errors", "group", "time", "skipped",
+                  "timestamp", "hostname", "id", "package", "file", "log", "url", "version"},
+    "testcase": {"name", "assertions", "time", "classname", "status", "group", "file", "line"},
+    "property": {"name", "value"}, "properties": set(),
+    "skipped": {"message"}, "error": {"message", "type"}, "failure": {"message", "type"},
+    "system-out": set(), "system-err": set()}
+
+
+def _assert_junit_schema(root: ET.Element) -> None:
+    assert root.tag == "testsuites"
+    for el in root.iter():
+        assert {child.tag for child in el} <= JUNIT_CHILDREN[el.tag], el.tag
+        assert set(el.attrib) <= JUNIT_ATTRIBUTES[el.tag], (el.tag, el.attrib)
+    for suite in root.findall("testsuite"):
+        tags = [child.tag for child in suite]
+        assert tags.count("properties") <= 1 and tags[:1] == ["properties"]  # first, once
+        for case in suite.findall("testcase"):
+            assert len(case.findall("skipped")) <= 1
+
+
+def _located(result: SubmissionResult) -> SubmissionResult:
+    for i, c in enumerate(result.checks):
+        c.file, c.line = f"grader/checks/test_{c.group or 'misc'}.py", 10 + i
+    return result
+
+
+def test_junit_properties_only_at_suite_level_and_valid_schema(result):
+    for res in (result, _located(make_result()), _with_advisory(),
+                SubmissionResult("bob.py", status="import-error", message="SyntaxError")):
+        root = _parse(render_junit(res))
+        _assert_junit_schema(root)
+        assert root.findall(".//testcase/properties") == []
+        assert len(root.findall("testsuite/properties")) == 1
+        assert len(root.findall(".//properties")) == 1
+
+
+def test_junit_testcases_carry_file_and_line(result):
+    located = _located(make_result())
+    cases = _parse(render_junit(located)).findall("testsuite/testcase")
+    assert [(c.get("file"), c.get("line")) for c in cases] == [
+        (c.file, str(c.line)) for c in located.checks]
+    # A result stored before checks had a location: no made-up attributes.
+    case = _parse(render_junit(result)).find("testsuite/testcase")
+    assert case.get("file") is None and case.get("line") is None
+    # A submission that could not be graded points at its own file.
+    res = SubmissionResult("bob/rnn_lstm_captioning.py", status="import-error", message="x")
+    case = _parse(render_junit(res)).find("testsuite/testcase")
+    assert case.get("file") == "bob/rnn_lstm_captioning.py"
+
+
+def _assert_points_at_its_def(check_id: str, file: str, line: int) -> None:
+    """``file`` is in the project, and ``line`` is the ``def`` of the check's test function."""
+    from grader.sandbox import PACKAGE_ROOT
+
+    assert file.startswith("grader/checks/test_") and not Path(file).is_absolute()
+    text = (PACKAGE_ROOT / file).read_text().splitlines()[line - 1]
+    assert text.startswith(f"def test_{check_id.split('[')[0]}("), (check_id, file, line, text)
+
+
+def test_every_check_location_is_its_def():
+    """Every check in the catalogue, decorated (parametrized) ones included."""
+    import contextlib
+
+    from grader.harness import plugin as plugin_module
+    from grader.harness.engine import _pytest_args
+    from grader.harness.request import GradingRequest
+
+    class Collect:
+        items: list = []
+
+        def pytest_collection_finish(self, session):
+            Collect.items = list(session.items)
+
+    request = GradingRequest(Path("unused.py"), hidden=True, slow=True, notebook=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        pytest.main([*_pytest_args(request), "--collect-only"],
+                     plugins=[plugin_module.GradingPlugin(request), plugin_module, Collect()])
+    assert len(Collect.items) > 40
+    decorated = 0
+    for item in Collect.items:
+        file, line = plugin_module.check_location(item)
+        _assert_points_at_its_def(plugin_module.check_id(item), file, line)
+        decorated += item.location[1] + 1 != line  # pytest's own line is the decorator's
+    assert decorated > 0
+
+
+@pytest.mark.slow
+def test_graded_junit_points_at_the_checks():
+    """End to end: the plugin records each check's location and the JUnit file carries it."""
+    from grader.harness.engine import run_checks
+    from tests.conftest import REFERENCE
+
+    result = run_checks(REFERENCE, only="rnn_step_forward", hidden=True)
+    root = _parse(render_junit(result))
+    _assert_junit_schema(root)
+    cases = root.findall("testsuite/testcase")
+    assert len(cases) == 3  # the public check and the hidden one, parametrized twice
+    for case in cases:
+        assert case.find("failure") is None and case.find("error") is None
+        _assert_points_at_its_def(case.get("name"), case.get("file"), int(case.get("line")))
 
 
 def test_junit_survives_every_control_character():

@@ -2,7 +2,7 @@
 
 The bundle holds what a student needs and nothing an instructor must keep:
 the stub, the notebook, the grader as a wheel (public expected values only),
-a student README, and a GitHub Classroom starter (workflow + autograding.json).
+a student README, and a GitHub Classroom starter (the autograding workflow).
 Before it is declared done, ``audit`` reads every file of it, the wheel's
 members included, and refuses the release if any line of a solution region
 or any hidden expected value is found.
@@ -24,7 +24,7 @@ from grader import __version__
 from grader.authoring.stubgen import find_regions, stub_is_current
 from grader.contract import MODULE_FILE, NOTEBOOK_FILE
 from grader.harness import expected as ex
-from grader.integrations import classroom
+from grader.integrations import classroom, pins
 from grader.sandbox import PACKAGE_ROOT
 
 REFERENCE = PACKAGE_ROOT / "reference" / MODULE_FILE
@@ -196,7 +196,10 @@ def build_release(out: Path, force: bool = False) -> list[Path]:
         shutil.copy2(STUB, out / STUB.name)
         shutil.copy2(NOTEBOOK, out / NOTEBOOK.name)
         shutil.copy2(STUDENT_GUIDE, out / "README.md")
-        classroom.write_starter(out, wheel.name)
+        try:
+            classroom.write_starter(out, wheel.name)
+        except pins.PinError as exc:
+            raise ReleaseError(f"cannot pin torch for the Classroom workflow: {exc}") from None
         problems = audit(out)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)

@@ -27,6 +27,7 @@ from grader.course import lossfile
 from grader.course.settings import GRADING
 from grader.harness.client import read_loss_file
 from grader.harness.judging import CheckFailure
+from grader.harness.outcome import GraderLimit
 from grader.notebook import runner as notebook_runner
 
 #: Relative tolerance between the notebook's losses and the grader's re-run.
@@ -39,7 +40,10 @@ TRAIN_TIMEOUT = 300.0
 
 
 @pytest.fixture(scope="module")
-def notebook_run(grading, secrets) -> notebook_runner.NotebookReport:
+def notebook_run(grading, secrets, submission) -> notebook_runner.NotebookReport:
+    if submission is not None:  # one torch at a time: the kernel never runs beside a worker
+        submission.close()
+        submission.discard_launched()
     module = grading.submission.resolve()
     notebook = grading.notebook_path or module.parent / notebook_runner.NOTEBOOK_NAME
     kept = grading.notebook_out
@@ -55,6 +59,10 @@ def notebook_run(grading, secrets) -> notebook_runner.NotebookReport:
 def _executed(report: notebook_runner.NotebookReport) -> None:
     if report.status != "executed":
         raise CheckFailure(f"the notebook could not be run: {report.message}")
+    if report.limits:  # the grading machine ran out: no verdict on the notebook at all
+        cell = report.limits[0]
+        raise GraderLimit(cell.limit, f"running the notebook, cell {cell.index} "
+                                      f"`{cell.first_line}`: {cell.message}")
 
 
 def test_notebook_executes(notebook_run):

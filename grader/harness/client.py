@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from grader import sandbox
-from grader.harness.outcome import Outcome, WorkerFailure
+from grader.harness.outcome import GraderLimit, Outcome, WorkerFailure
 from grader.protocol import ErrorInfo, Op, ProtocolError, Reply, Request
+from grader.sandbox import resources
 
 IMPORT_TIMEOUT = 120.0
 CALL_TIMEOUT = 15.0
@@ -47,6 +48,8 @@ class Submission:
         self.restarts = 0
         self.isolation: list[str] = []
         self._output: list[str] = []
+        #: Timeouts are calibrated on a full core: longer on a fractional CPU quota.
+        self.scale = resources.timeout_scale()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -74,12 +77,15 @@ class Submission:
         if worker.owner is not None:
             os.chown(module, *worker.owner)
         try:
+            watch = _Watch(self.proc)
             self._requests.send_bytes(Request(Op.IMPORT, path=str(module)).encode())
-            self.import_outcome = self._receive(IMPORT_TIMEOUT, "importing the submission")
+            self.import_outcome = self._receive(IMPORT_TIMEOUT, "importing the submission",
+                                                watch)
         except (WorkerFailure, OSError) as exc:
             self.close()
             self.import_outcome = Outcome(False, error=ErrorInfo.grader_side(
-                "WorkerFailure", str(exc)))
+                "WorkerFailure", str(exc)),
+                failure=exc if isinstance(exc, GraderLimit) else None)
         if not self.import_outcome.ok:
             self.import_outcome.error.stage = "import"
         return self.import_outcome
@@ -109,17 +115,21 @@ class Submission:
 
     # -- calls ---------------------------------------------------------------------
 
-    def _receive(self, timeout: float, doing: str) -> Outcome:
+    def _receive(self, timeout: float, doing: str, watch: _Watch) -> Outcome:
+        """The reply to the request just sent, waiting ``timeout`` calibrated seconds."""
         start = time.monotonic()
         assert self.proc is not None
         try:
-            ready = self._replies.poll(timeout)
+            ready = self._replies.poll(timeout * self.scale)
             data = self._replies.recv_bytes() if ready else None
         except (EOFError, OSError):
             data = b""
         if data is None:
+            limit = watch.timed_out(timeout, self.scale, doing)
             self.close()
-            raise WorkerFailure(f"timed out after {timeout:g} s while {doing} "
+            if limit is not None:
+                raise limit
+            raise WorkerFailure(f"timed out after {timeout * self.scale:g} s while {doing} "
                                 "(an infinite loop, or far too slow)")
         if not data:
             code = self.proc.wait(timeout=5)
@@ -128,8 +138,11 @@ class Submission:
             detail = f"killed by signal {signum}" if signum else f"exited with code {code}"
             tail = self._stderr_tail()
             self.close()
+            limit = watch.died(signum, doing)
+            if limit is not None:
+                raise limit
             raise WorkerFailure(f"the worker process {detail} while {doing} "
-                                "(sys.exit/os._exit, a crash, or running out of memory)"
+                                "(sys.exit/os._exit or a crash)"
                                 + (f"; its last words: {tail}" if tail else ""))
         try:
             reply = Reply.decode(data)
@@ -164,8 +177,9 @@ class Submission:
         imported = self._ensure_started()
         if not imported.ok:
             return imported
+        watch = _Watch(self.proc)
         self._requests.send_bytes(Request(Op.CALL, probe=probe, params=params).encode())
-        outcome = self._receive(timeout or self.timeout, f"running {probe}")
+        outcome = self._receive(timeout or self.timeout, f"running {probe}", watch)
         if outcome.output:
             self._output.append(outcome.output)
         return outcome
@@ -178,8 +192,44 @@ class Submission:
     def usage(self) -> list[dict[str, Any]]:
         """Forbidden-API uses the worker has seen so far."""
         self._ensure_started()
+        watch = _Watch(self.proc)
         self._requests.send_bytes(Request(Op.USAGE).encode())
-        return self._receive(self.timeout, "reporting API usage").value or []
+        return self._receive(self.timeout, "reporting API usage", watch).value or []
+
+
+class _Watch:
+    """What the host said before a request, to tell afterwards whose fault a failure was."""
+
+    def __init__(self, proc: subprocess.Popen | None):
+        self.pid = proc.pid if proc is not None else None
+        self.oom = resources.oom_kills()
+        self.usage = resources.tree_usage(self.pid)
+
+    def timed_out(self, calibrated: float, scale: float, doing: str) -> GraderLimit | None:
+        """A GraderLimit when the worker was starved of CPU rather than slow itself."""
+        now = resources.tree_usage(self.pid)
+        if now is None or self.usage is None:
+            return None
+        used = now - self.usage
+        if not resources.starved(used, calibrated):
+            return None
+        return GraderLimit("time", f"while {doing}, the worker got {used.running / 1e9:.1f} s "
+                           f"of CPU in {calibrated * scale:g} s and waited "
+                           f"{used.waiting / 1e9:.1f} s for one; machine: "
+                           f"{resources.describe_host()}")
+
+    def died(self, signum: int, doing: str) -> GraderLimit | None:
+        """A GraderLimit when the host killed the worker: out of memory or CPU time."""
+        if signum == resources.SIGXCPU:
+            return GraderLimit("cpu", f"the worker used up the sandbox's CPU-time limit while "
+                               f"{doing}")
+        if signum != resources.SIGKILL:
+            return None
+        oom = resources.ran_out_of_memory(self.oom)
+        if oom or (oom is None and resources.memory_limit() is not None):
+            return GraderLimit("memory", f"the kernel's out-of-memory killer stopped the "
+                               f"worker while {doing}; machine: {resources.describe_host()}")
+        return None
 
 
 def read_loss_file(path: str | Path, max_bytes: int,
@@ -198,14 +248,20 @@ def read_loss_file(path: str | Path, max_bytes: int,
         shutil.copyfile(path, copy)
         if worker.owner is not None:
             os.chown(copy, *worker.owner)
+        watch = _Watch(worker.proc)
         worker.requests.send_bytes(Request(Op.READ_LOSS_FILE, path=str(copy),
                                            params={"max_bytes": max_bytes}).encode())
-        if not worker.replies.poll(IMPORT_TIMEOUT):
-            raise WorkerFailure(f"timed out after {IMPORT_TIMEOUT:g} s reading {path.name}")
+        scale = resources.timeout_scale()
+        if not worker.replies.poll(IMPORT_TIMEOUT * scale):
+            raise watch.timed_out(IMPORT_TIMEOUT, scale, f"reading {path.name}") or \
+                WorkerFailure(f"timed out after {IMPORT_TIMEOUT * scale:g} s reading {path.name}")
         try:
             reply = Reply.decode(worker.replies.recv_bytes())
         except (EOFError, OSError, ProtocolError) as exc:
-            raise WorkerFailure(f"the worker reading {path.name} failed ({exc})") from None
+            code = worker.proc.wait(timeout=5) if worker.proc is not None else 0
+            signum = -code if code < 0 else code - 128 if code > 128 else 0
+            raise watch.died(signum, f"reading {path.name}") or WorkerFailure(
+                f"the worker reading {path.name} failed ({exc})") from None
     finally:
         worker.close()
     if reply.ok and isinstance(reply.value, dict):

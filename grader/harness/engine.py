@@ -26,6 +26,8 @@ from grader.harness.request import GradingRequest
 from grader.results import RunStatus, SubmissionResult, environment_fingerprint
 
 CHECKS_DIR = Path(__file__).resolve().parent.parent / "checks"
+#: The gradings running in this process (a deadline may need what they have so far).
+_RUNNING: list[tuple[GradingPlugin, SubmissionResult, float]] = []
 
 
 def _pytest_args(request: GradingRequest) -> list[str]:
@@ -76,20 +78,25 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
     plugin.submission = Submission(path, device=request.device, secrets=grading_secrets(hidden))
     if request.timeout:
         plugin.submission.timeout = request.timeout
-    plugin.submission.launch()
+    if not _runs_notebook(request):
+        # Never beside a notebook kernel: each holds its own torch, and the two do not fit
+        # in a small grading container (Gradescope's default is 768 MB).
+        plugin.submission.launch()
     sink = contextlib.nullcontext() if request.verbose else \
         contextlib.redirect_stdout(io.StringIO())
+    _RUNNING.append((plugin, result, start))
     try:
         with sink:
             code = pytest.main(_pytest_args(request), plugins=[plugin, plugin_module])
     finally:
+        _RUNNING.remove((plugin, result, start))
         plugin.submission.close()
         plugin.submission.discard_launched()
-    result.checks = plugin.results
+    result.checks = sorted(plugin.results, key=lambda c: plugin.order.get(c.id, 0))
     result.isolation = list(plugin.submission.isolation)
     result.duration = round(time.monotonic() - start, 3)
     imported = plugin.submission.import_outcome
-    if imported is not None and not imported.ok:
+    if imported is not None and not imported.ok and imported.failure is None:
         err = imported.error
         result.status = RunStatus.IMPORT_ERROR.value
         where = f" (line {err.frames[-1]['line']})" if err.frames else ""
@@ -101,6 +108,44 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
         result.status = RunStatus.GRADER_ERROR.value
         result.message = f"the check catalogue failed ({code})"
     return result, plugin
+
+
+def interrupted(reason: str) -> SubmissionResult | None:
+    """What the grading in progress has judged so far; every check not yet judged is an error.
+
+    For a deadline that stops grading from outside (Gradescope's watchdog): the
+    checks that finished keep their verdicts, the others say the grading machine
+    ran out of time, never that the code failed. None when nothing is running.
+    """
+    from grader.harness.outcome import GraderLimit
+    from grader.results import CheckResult, Status
+
+    if not _RUNNING:
+        return None
+    plugin, started, start = _RUNNING[-1]
+    done = list(plugin.results)
+    judged = {c.id for c in done}
+    message = GraderLimit("deadline", reason).student_message()
+    for cid in plugin.order:
+        if cid in judged:
+            continue
+        entry = plugin.rubric[cid]
+        done.append(CheckResult(id=cid, status=Status.ERROR.value, score=0.0,
+                                max_score=float(entry["points"]),
+                                visibility=entry.get("visibility", "public"), message=message,
+                                target=entry.get("target", ""),
+                                requires=str(entry.get("requires", "")),
+                                advisory=bool(entry.get("advisory", False)), regrade="deadline"))
+    result = replace(started, checks=sorted(done, key=lambda c: plugin.order.get(c.id, 0)))
+    if plugin.submission is not None:
+        result.isolation = list(plugin.submission.isolation)
+    result.duration = round(time.monotonic() - start, 3)
+    return result
+
+
+def _runs_notebook(request: GradingRequest) -> bool:
+    """Whether the notebook checks may run (they execute the notebook in a kernel)."""
+    return request.notebook or "notebook" in request.groups or "notebook" in (request.only or "")
 
 
 class _Catalogue:

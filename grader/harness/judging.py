@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.harness.outcome import Outcome, WorkerFailure
+from grader.harness.outcome import GraderLimit, Outcome, WorkerFailure
 from grader.protocol import OBJECT, SUBCLASS, UNSUPPORTED, ErrorInfo, describe, dtype_name
 
 
@@ -66,6 +66,10 @@ def require_ok(outcome: Outcome, what: str) -> Any:
     if outcome.ok:
         return outcome.value
     error = outcome.error
+    if outcome.failure is not None:  # the grader's side gave up: its limits, not the student's
+        raise outcome.failure
+    if error.type == "MemoryError" and not error.frames:
+        raise GraderLimit("memory", f"MemoryError in the grader's own code during {what}")
     if error.stage == "import":
         raise CheckFailure(f"{what}: not run, because importing your module failed: "
                            f"{error.type}: {error.message}{_where(error)}")

@@ -16,6 +16,29 @@ class WorkerFailure(Exception):
     """The worker hung, crashed or exited while answering: the check cannot judge."""
 
 
+#: What a grading machine can run out of, and the words a message uses for it.
+RESOURCES = {"memory": "memory", "time": "CPU time (the machine was too slow or too busy)",
+             "cpu": "its CPU-time limit", "deadline": "time before the autograder's deadline"}
+
+
+class GraderLimit(WorkerFailure):
+    """The grading machine ran out of something: the grader's limit, never the student's fault.
+
+    Raised only on the trusted side (from what the host reports), never decoded
+    from a worker's reply, so student code cannot claim it.
+    """
+
+    def __init__(self, resource: str, detail: str):
+        super().__init__(detail)
+        self.resource, self.detail = resource, detail
+
+    def student_message(self) -> str:
+        return (f"Not graded: the grading machine ran out of {RESOURCES[self.resource]} "
+                f"({self.detail}). This says nothing about your code, and no points were "
+                "taken for it: the submission must be regraded (ask your instructor, or "
+                "run the checks again on a machine with more memory or time).")
+
+
 @dataclass
 class Outcome:
     """A probe's reply: ``value`` when ok, else ``error`` (type, message, student frames)."""
@@ -25,6 +48,8 @@ class Outcome:
     error: ErrorInfo = field(default_factory=lambda: ErrorInfo("", ""))
     output: str = ""
     duration: float = 0.0
+    #: Set on the trusted side when the call could not run (never from the wire).
+    failure: WorkerFailure | None = None
 
     @property
     def not_implemented(self) -> bool:

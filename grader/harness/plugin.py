@@ -23,7 +23,7 @@ import pytest
 from grader.harness import expected as ex
 from grader.harness.client import Submission
 from grader.harness.judging import CheckFailure, close, equal
-from grader.harness.outcome import WorkerFailure
+from grader.harness.outcome import GraderLimit, WorkerFailure
 from grader.harness.request import GradingRequest
 from grader.results import CheckResult, Status
 
@@ -62,6 +62,24 @@ def check_id(item: pytest.Item) -> str:
 def check_group(item: pytest.Item) -> str:
     """The part of the assignment a check belongs to: its module's name without test_."""
     return item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+
+
+def check_location(item: pytest.Item) -> tuple[str, int]:
+    """The check's file relative to the project and the line of its ``def``, for CI annotations.
+
+    pytest's ``item.location`` is 0-based and, for a decorated function, the decorator's line.
+    """
+    import inspect
+
+    root = Path(__file__).resolve().parents[2]  # the folder holding the grader package
+    path = Path(item.path).resolve()
+    try:
+        lines, start = inspect.getsourcelines(inspect.unwrap(item.function))
+    except (AttributeError, OSError, TypeError):
+        lines, start = [], item.location[1] + 1
+    line = start + next((i for i, text in enumerate(lines)
+                         if text.lstrip().startswith(("def ", "async def "))), 0)
+    return (path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name), line
 
 
 class Expect:
@@ -131,6 +149,8 @@ class GradingPlugin:
         self.recorded: dict[str, dict[str, Any]] = {"public": {}, "hidden": {}, "seeds": {}}
         self.expected: dict[str, Any] = {}  # loaded once per session
         self.submission: Submission | None = None  # the worker proxy, once started
+        #: Check id -> its place in the catalogue (results are reported in that order).
+        self.order: dict[str, int] = {}
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.addinivalue_line("markers", "points(n): points of a check (from the rubric)")
@@ -171,6 +191,10 @@ class GradingPlugin:
             (keep if self._wanted(item, keyword_selected) else drop).append(item)
         if drop:
             config.hook.pytest_deselected(items=drop)
+        self.order = {check_id(item): index for index, item in enumerate(keep)}
+        # The notebook first: its kernel then never runs beside a check worker (each holds
+        # a torch; a small grading container fits only one). Results keep the order above.
+        keep.sort(key=lambda item: check_group(item) != "notebook")
         items[:] = keep
         if self.submission is not None and not any("submission" in i.fixturenames
                                                    for i in keep):
@@ -202,6 +226,7 @@ class GradingPlugin:
         sub = self.submission
         output = sub.take_output()[:OUTPUT_CAP] if sub is not None else ""
         credit = getattr(failure, "credit", 0.0)
+        file, line = check_location(item)
         return CheckResult(
             id=check_id(item),
             status=status.value,
@@ -218,6 +243,9 @@ class GradingPlugin:
             output=output,
             requires=requires,
             advisory=advisory,
+            file=file,
+            line=line,
+            regrade=failure.resource if isinstance(failure, GraderLimit) else "",
         )
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -279,6 +307,10 @@ def _status_and_message(report: pytest.TestReport, call: pytest.CallInfo
     if report.passed:
         return Status.PASSED, "", None
     exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, MemoryError):  # the grader's own code ran out: never the student's
+        exc = GraderLimit("memory", "MemoryError in the grader's own code")
+    if isinstance(exc, GraderLimit):
+        return Status.ERROR, exc.student_message(), exc
     if isinstance(exc, CheckFailure):
         return Status.FAILED, exc.message, exc
     if isinstance(exc, WorkerFailure):

@@ -45,8 +45,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends python3 python3-venv python3-pip util-linux
 python3 -m venv /opt/capgrade
-/opt/capgrade/bin/pip install --disable-pip-version-check torch torchvision \\
-    --index-url {torch_index}
+# The torch the expected values were built with (a newer one may compute other numbers).
+{torch_install}
 /opt/capgrade/bin/pip install --disable-pip-version-check ./{wheel}
 # The hidden expected values are root's alone; student code runs as nobody.
 chmod 700 /autograder/source
@@ -66,10 +66,17 @@ rm -f "$RESULTS"
 "$PYTHON" -m grader.integrations.gradescope --root "$ROOT"
 status=$?
 if [ ! -s "$RESULTS" ]; then
-  # Python itself could not start: still a valid results.json, and the reason.
-  printf '%s\\n' "{{\\"score\\": 0, \\"output\\": \\"The autograder could not start (exit status \
-$status): your submission was not graded. Please tell your instructor.\\", \\"tests\\": []}}" \\
-    > "$RESULTS"
+  # The grader itself never finished: still a valid results.json, and the reason.
+  if [ "$status" -eq 137 ]; then
+    why="The grading machine ran out of memory (the autograder was killed, exit status 137)"
+    echo "capgrade: killed (exit 137): raise the autograder's memory; measure what it needs" \\
+      "with: capgrade gradescope --trial SUBMISSION --memory 768M --cpus 0.5"
+  else
+    why="The autograder could not run (exit status $status)"
+  fi
+  printf '%s\\n' "{{\\"score\\": 0, \\"output\\": \\"$why: your submission was not graded, \
+and this says nothing about your code. It must be regraded: please tell your instructor.\\", \
+\\"tests\\": []}}" > "$RESULTS"
 fi
 exit 0
 """
@@ -80,6 +87,7 @@ def build_bundle(out: Path, hidden: Path, slow: bool = True, notebook: bool = Tr
     """Write the autograder zip: setup.sh, run_autograder, the wheel, hidden values, config."""
     from grader.authoring.release import ReleaseError, build_wheel
     from grader.harness import expected as ex
+    from grader.integrations import pins
 
     if not hidden.is_file():
         raise ReleaseError(f"hidden expected values not found at {hidden}: run `capgrade build` "
@@ -91,8 +99,12 @@ def build_bundle(out: Path, hidden: Path, slow: bool = True, notebook: bool = Tr
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="capgrade-gradescope-") as tmp:
         wheel = build_wheel(Path(tmp))
+        try:
+            torch_install = pins.pinned_install(TORCH_INDEX, pip="/opt/capgrade/bin/pip")
+        except pins.PinError as exc:
+            raise ReleaseError(f"cannot pin torch for setup.sh: {exc}") from None
         files = {
-            "setup.sh": (SETUP_SH.format(torch_index=TORCH_INDEX, wheel=wheel.name,
+            "setup.sh": (SETUP_SH.format(torch_install=torch_install, wheel=wheel.name,
                                          hidden=HIDDEN_NAME).encode(), 0o755),
             "run_autograder": (RUN_AUTOGRADER.format(python=PYTHON).encode(), 0o755),
             CONFIG: ((json.dumps(config, indent=2) + "\n").encode(), 0o644),
@@ -167,6 +179,10 @@ def grade(root: Path) -> dict[str, Any]:
             notebook_out=Path(notebook_out)))
     if not RunStatus(result.status).graded:
         raise RuntimeError(f"{result.status}: {result.message}")
+    if result.needs_regrade:  # run_autograder's stdout: instructors only
+        from grader.results.render import limits_note
+
+        print(limits_note(result))
     return gradescope_dict(result)
 
 
@@ -180,16 +196,28 @@ def write_results(data: dict[str, Any], path: Path) -> None:
 
 
 def _watchdog(deadline: float, results: Path, started: float) -> None:
-    """At the deadline: kill every sandbox, write a zero that says why, end the process."""
+    """At the deadline: keep the verdicts so far, the rest an error to regrade; then stop.
+
+    Each check has its own timeout, so the whole run passes the deadline only
+    when the machine is too slow for this assignment: the grader's limit,
+    never the student's failure.
+    """
     time.sleep(deadline)
     from grader import sandbox
+    from grader.harness.engine import interrupted
+    from grader.results.render import gradescope_dict, limits_note
 
     try:
-        write_results(_failure(
-            f"Grading did not finish within {deadline:g} s, so it was stopped: most likely a "
-            "function loops forever or is far too slow (each check that calls it waits for its "
-            "timeout). Your submission was not graded; fix it and submit again, or tell your "
-            "instructor.", started), results)
+        partial = interrupted(f"grading was stopped at the autograder's {deadline:g} s "
+                              "deadline before this check ran")
+        if partial is not None:
+            data = gradescope_dict(partial)
+            print(limits_note(partial))
+        else:
+            data = _failure(f"Grading did not finish within {deadline:g} s on this grading "
+                            "machine, so it was stopped. This says nothing about your code: the "
+                            "submission must be regraded. Please tell your instructor.", started)
+        write_results(data, results)
     finally:
         sandbox.kill_all_started()
         os._exit(0)
@@ -209,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         float(config.get("deadline") or DEADLINE), results, started)).start()
     try:
         data = grade(args.root)
+    except MemoryError:
+        print("capgrade: MemoryError in the grader: raise the autograder's memory")
+        data = _failure("The grading machine ran out of memory, so your submission was not "
+                        "graded; this says nothing about your code. It must be regraded: "
+                        "please tell your instructor.", started)
     except Exception as exc:  # the grader broke: a zero that says so, never no results
         data = _failure(f"The autograder itself failed ({type(exc).__name__}: {exc}); your "
                         "submission was not graded. Please tell your instructor.", started)

@@ -31,6 +31,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from grader import sandbox
 from grader.contract import MODULE_NAME, NOTEBOOK_FILE
+from grader.sandbox import resources
 
 NOTEBOOK_NAME = NOTEBOOK_FILE
 CELL_TIMEOUT = 300.0
@@ -53,6 +54,9 @@ class CellRun:
     output_chars: int = 0
     truncated: bool = False
     first_line: str = ""
+    #: The grading machine ran out of this ("memory", "time") during the cell: not the
+    #: student's failure, the notebook must be run again on a bigger machine.
+    limit: str = ""
 
 
 @dataclass
@@ -76,6 +80,11 @@ class NotebookReport:
     @property
     def failures(self) -> list[CellRun]:
         return [c for c in self.cells if c.status != "ok"]
+
+    @property
+    def limits(self) -> list[CellRun]:
+        """Cells that failed because the grading machine ran out of memory or CPU time."""
+        return [c for c in self.cells if c.limit]
 
     @property
     def clean(self) -> bool:
@@ -303,11 +312,12 @@ def run_notebook(notebook: str | Path, module: str | Path | None = None,
             report.status = "kernel-failed"
             report.message = f"the kernel did not start ({type(exc).__name__}: {exc})"
             return _finish(report, nb, out, start, html)
+        scale = resources.timeout_scale()  # calibrated on a full core; longer on less
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or not cell.source.strip():
                 continue
             report.cells.append(_run_cell(client, kernel, report, cell, index, start,
-                                          cell_timeout, budget))
+                                          cell_timeout * scale, budget * scale))
     finally:
         kernel.stop()
         report.kernel_pids = list(kernel.pids)
@@ -327,6 +337,9 @@ def _run_cell(client: _CappedClient, kernel: _Kernel, report: NotebookReport,
         return run
     client.timeout = int(max(1, min(cell_timeout, left)))
     began = time.monotonic()
+    oom = resources.oom_kills()
+    kernel_pid = kernel.pids[-1] if kernel.pids else None
+    usage = resources.tree_usage(kernel_pid)
     try:
         client.execute_cell(cell, index)
         reply = client.replies.get(index, {}).get("content", {})
@@ -338,13 +351,26 @@ def _run_cell(client: _CappedClient, kernel: _Kernel, report: NotebookReport,
     except CellTimeoutError:
         run.status = "timeout"
         run.message = f"still running after {client.timeout} s: interrupted"
+        now = resources.tree_usage(kernel_pid)
+        if usage is not None and now is not None and resources.starved(
+                now - usage, client.timeout / resources.timeout_scale()):
+            run.limit = "time"
+            run.message += (f" (the grading machine was too busy: the kernel waited for a CPU "
+                            f"more than it ran; {resources.describe_host()})")
         if not kernel.answers(INTERRUPT_GRACE):
             run.message += "; the kernel did not answer, so it was replaced (earlier state lost)"
             _replace(kernel, report)
     except DeadKernelError:
         run.status = "kernel-died"
-        run.message = ("the kernel died (os._exit, a crash, or out of memory); later cells ran in "
-                       "a fresh kernel without the earlier state")
+        if resources.ran_out_of_memory(oom) or (resources.ran_out_of_memory(oom) is None
+                                                and resources.memory_limit() is not None):
+            run.limit = "memory"
+            run.message = (f"the grading machine ran out of memory and its kernel killed the "
+                           f"notebook's kernel ({resources.describe_host()}); later cells ran "
+                           "in a fresh kernel without the earlier state")
+        else:
+            run.message = ("the kernel died (os._exit or a crash); later cells ran in a fresh "
+                           "kernel without the earlier state")
         _replace(kernel, report)
     except Exception as exc:  # the kernel's channels broke in some other way
         run.status = "error"

@@ -70,6 +70,13 @@ class CheckResult:
     requires: str = ""
     #: An advisory check: reported, worth 0 points, never a failure (rubric ``advisory``).
     advisory: bool = False
+    #: Where the check is defined, for CI annotations: its test file relative to the project
+    #: (``grader/checks/test_rnn.py``) and the line of its ``def``; "" / 0 when not known.
+    file: str = ""
+    line: int = 0
+    #: Not a verdict: the grading machine ran out of this ("memory", "time", "cpu",
+    #: "deadline"), so the check is an error and the submission must be regraded.
+    regrade: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -112,6 +119,11 @@ class SubmissionResult:
     def all_passed(self) -> bool:
         ran = [c for c in self.checks if c.status != "skipped"]
         return bool(ran) and not any(c.counts_against for c in ran)
+
+    @property
+    def needs_regrade(self) -> list[str]:
+        """Checks the grading machine could not judge (out of memory or time): regrade them."""
+        return [c.id for c in self.checks if c.regrade]
 
     def counts(self) -> dict[str, int]:
         return {s: sum(c.status == s for c in self.checks) for s in STATUSES}

@@ -18,6 +18,7 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console, Group
@@ -30,8 +31,17 @@ STATUS_STYLES = {"passed": "green", "failed": "red", "error": "magenta", "skippe
                  "advisory": "yellow"}
 
 #: Our visibility -> Gradescope's (gradescope-autograders.readthedocs.io/en/latest/specs/).
-GRADESCOPE_VISIBILITY = {"public": "visible", "hidden": "hidden",
+#: Our "hidden" checks carry points, and Gradescope's own "hidden" is only for tests that
+#: add nothing to the total (students could read a hidden score off the visible total):
+#: they go as "after_due_date", or "after_published" where the rubric's [gradescope] table
+#: says ``hidden_checks = "after_published"``. While any test is not "visible", Gradescope
+#: shows students no total.
+GRADESCOPE_VISIBILITY = {"public": "visible", "hidden": "after_due_date",
                          "after_due_date": "after_due_date"}
+HIDDEN_CHOICES = ("after_due_date", "after_published")
+RUBRIC = Path(__file__).resolve().parent.parent / "checks" / "rubric.toml"
+#: Name of the 0-point test only instructors see when the grading machine ran out.
+LIMITS_TEST = "Grading machine limits (instructors only)"
 
 # ANSI/VT escape sequences: CSI (colours, cursor moves), OSC (titles, links), two-byte ESC x.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
@@ -206,14 +216,37 @@ def _test_output(c: CheckResult) -> str:
     return "\n".join(lines)
 
 
-def gradescope_dict(result: SubmissionResult) -> dict[str, Any]:
+def hidden_checks_visibility(rubric: Path = RUBRIC) -> str:
+    """How the rubric shows its hidden checks on Gradescope: after_due_date or after_published."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    try:
+        with open(rubric, "rb") as f:
+            chosen = tomllib.load(f).get("gradescope", {}).get("hidden_checks", HIDDEN_CHOICES[0])
+    except OSError:
+        chosen = HIDDEN_CHOICES[0]
+    if chosen not in HIDDEN_CHOICES:
+        raise ValueError(f"{rubric}: [gradescope] hidden_checks = {chosen!r}: use one of "
+                         f"{', '.join(HIDDEN_CHOICES)} (a hidden Gradescope test must not carry "
+                         "points)")
+    return chosen
+
+
+def gradescope_dict(result: SubmissionResult, hidden_as: str | None = None) -> dict[str, Any]:
     """Gradescope's results.json as a dict (fields per the Autograder Specifications page).
 
     Skipped checks are left out and do not count. Our "error" becomes Gradescope's "failed"
     (it only knows passed/failed) with the reason in the output. Advisory checks (0 points)
     carry no status, so Gradescope shows them as neither passed nor failed. Output fields
     are plain text ("text" formats), so messages containing '<' are never interpreted as HTML.
+    ``hidden_as``: Gradescope's visibility for our hidden checks (default: the rubric's).
+    Checks the grading machine could not judge (out of memory or time) are named in the
+    top-level output, and a 0-point test only instructors see says which setting to raise.
     """
+    shown = {**GRADESCOPE_VISIBILITY, "hidden": hidden_as or hidden_checks_visibility()}
     tests = []
     for c in _ran(result):
         test = {
@@ -222,15 +255,21 @@ def gradescope_dict(result: SubmissionResult) -> dict[str, Any]:
             "max_score": _finite(c.max_score),
             "status": "passed" if c.passed else "failed",
             "output": _test_output(c),
-            "visibility": GRADESCOPE_VISIBILITY[c.visibility],
-            "tags": ([clean(c.group)] if c.group else []) + (["advisory"] if c.advisory else []),
+            "visibility": shown[c.visibility],
+            "tags": ([clean(c.group)] if c.group else []) + (["advisory"] if c.advisory else [])
+            + (["regrade"] if c.regrade else []),
             "extra_data": _json_safe({"status": c.status, "target": c.target, "error": c.error,
                                       "tolerance": c.tolerance, "duration": c.duration,
-                                      "requires": c.requires, "advisory": c.advisory}),
+                                      "requires": c.requires, "advisory": c.advisory,
+                                      "regrade": c.regrade}),
         }
         if c.advisory:
             del test["status"]
         tests.append(test)
+    if result.needs_regrade:
+        tests.append({"name": LIMITS_TEST, "score": 0.0, "max_score": 0.0, "status": "failed",
+                      "output": limits_note(result), "visibility": "hidden",
+                      "tags": ["regrade"]})
     return {
         "score": _finite(_total(result)),
         "execution_time": round(result.duration, 3),
@@ -244,9 +283,32 @@ def gradescope_dict(result: SubmissionResult) -> dict[str, Any]:
                                   "isolation": list(result.isolation),
                                   "environment": result.environment,
                                   "counts": result.counts(),
+                                  "regrade": result.needs_regrade,
                                   "schema_version": result.schema_version}),
         "tests": tests,
     }
+
+
+#: What an instructor raises when the grading machine ran out of each resource.
+_RAISE = {"memory": "the autograder's memory",
+          "time": "the autograder's CPUs (or run fewer submissions at once)",
+          "cpu": "the sandbox's CPU-time limit (CAPGRADE_SANDBOX_CPU)",
+          "deadline": "the autograder's timeout and CPUs (and `capgrade gradescope --deadline`)"}
+
+
+def limits_note(result: SubmissionResult) -> str:
+    """For instructors: which checks the grading machine could not judge, and what to raise."""
+    ran_out = sorted({c.regrade for c in result.checks if c.regrade})
+    lines = [f"The grading machine ran out of {' and '.join(ran_out)} on "
+             f"{len(result.needs_regrade)} check(s): {', '.join(result.needs_regrade)}. "
+             "They count as 0 until regraded; the student was told it is not their fault.",
+             *(f"- {r}: raise {_RAISE.get(r, r)}." for r in ran_out),
+             "Gradescope: Configure Autograder, then the container's memory / CPU settings. "
+             "Measure what this assignment needs first: capgrade gradescope --trial "
+             "SUBMISSION --memory 768M --cpus 0.5 (see the instructor guide), then regrade.",
+             "Details:"]
+    lines += [f"- {c.id}: {first_line(c.message)}" for c in result.checks if c.regrade]
+    return "\n".join(lines)
 
 
 def _gradescope_summary(result: SubmissionResult) -> str:
@@ -254,6 +316,12 @@ def _gradescope_summary(result: SubmissionResult) -> str:
     lines = []
     if result.status != "graded":
         lines.append(f"Grading failed ({result.status}): {clean(result.message).strip()}")
+    if result.needs_regrade:  # never a verdict: say so first, to the student too
+        lines.append(f"GRADING INCOMPLETE: the grading machine ran out of "
+                     f"{' and '.join(sorted({c.regrade for c in result.checks if c.regrade}))}"
+                     " before every check could judge your code. "
+                     "This is not your code's fault: those checks count 0 until your "
+                     "instructor regrades the submission on a bigger machine.")
     public = [c for c in _ran(result) if c.visibility == "public"]
     if public:
         lines.append(f"{sum(c.passed for c in public)} of {len(public)} visible checks passed.")
@@ -283,6 +351,9 @@ def _prop(parent: ET.Element, name: str, value: Any) -> None:
 def render_junit(result: SubmissionResult) -> str:
     """JUnit XML for CI dashboards: one testsuite, one testcase per check.
 
+    Each testcase carries ``file`` and ``line`` (the check's test function, as pytest's own
+    junitxml does) so CI can annotate it. Properties live only on the testsuite, the one place
+    the common JUnit schema allows them: per-check ones are named ``check.<id>.<field>``.
     When grading itself failed (status other than "graded") an extra testcase
     ``capgrade.submission/<status>`` carries the reason as an error, so CI never shows a
     submission that did not import as green with zero tests.
@@ -294,10 +365,9 @@ def render_junit(result: SubmissionResult) -> str:
         n_tests += 1
         n_errors += 1
     attrs = {"name": "capgrade", "tests": str(n_tests), "failures": str(counts["failed"]),
-             "errors": str(n_errors), "skipped": str(counts["skipped"]),
-             "time": f"{result.duration:.3f}"}
-    root = ET.Element("testsuites", attrs)
-    suite = ET.SubElement(root, "testsuite", attrs)
+             "errors": str(n_errors), "time": f"{result.duration:.3f}"}
+    root = ET.Element("testsuites", attrs)  # the schema gives <testsuites> no "skipped"
+    suite = ET.SubElement(root, "testsuite", {**attrs, "skipped": str(counts["skipped"])})
     props = ET.SubElement(suite, "properties")
     _prop(props, "submission", result.submission)
     _prop(props, "status", result.status)
@@ -310,18 +380,22 @@ def render_junit(result: SubmissionResult) -> str:
     for c in result.checks:
         case = ET.SubElement(suite, "testcase", classname=f"capgrade.{clean(c.group) or 'checks'}",
                              name=clean(c.id), time=f"{c.duration:.3f}")
-        cprops = ET.SubElement(case, "properties")
-        _prop(cprops, "score", _num(c.score))
-        _prop(cprops, "max_score", _num(c.max_score))
-        _prop(cprops, "visibility", c.visibility)
+        if c.file:
+            case.set("file", clean(c.file))
+        if c.line > 0:
+            case.set("line", str(c.line))
+        prefix = f"check.{clean(c.id)}."
+        _prop(props, prefix + "score", _num(c.score))
+        _prop(props, prefix + "max_score", _num(c.max_score))
+        _prop(props, prefix + "visibility", c.visibility)
         if c.advisory:
-            _prop(cprops, "advisory", "true")
+            _prop(props, prefix + "advisory", "true")
         if c.requires:
-            _prop(cprops, "requires", c.requires)
+            _prop(props, prefix + "requires", c.requires)
         if c.error is not None:
-            _prop(cprops, "error", c.error)
+            _prop(props, prefix + "error", c.error)
         if c.tolerance:
-            _prop(cprops, "tolerance", c.tolerance)
+            _prop(props, prefix + "tolerance", c.tolerance)
         if c.status in ("failed", "error"):
             tag = "failure" if c.status == "failed" else "error"
             body = "\n".join(x for x in (clean(c.message).strip(), _measured(c)) if x)
@@ -339,7 +413,8 @@ def render_junit(result: SubmissionResult) -> str:
 
     if result.status != "graded":
         case = ET.SubElement(suite, "testcase", classname="capgrade.submission",
-                             name=result.status, time=f"{result.duration:.3f}")
+                             name=result.status, time=f"{result.duration:.3f}",
+                             file=clean(result.submission))  # the file that could not be graded
         el = ET.SubElement(case, "error", message=first_line(result.message), type=result.status)
         el.text = clean(result.message)
 
@@ -371,6 +446,16 @@ def gradebook_cell(status: str, score: float, advisory: bool = False) -> str | f
     if advisory:
         return "advisory" if status == "advisory" else "ok"
     return round(score, 6)
+
+
+def total_cell(score: float | None) -> str:
+    """A total as an LMS import reads it ("7.5", "10"); blank when there is no grade, never 0.
+
+    A blank cell is the one way an import can say "no grade here" instead of "scored nothing".
+    """
+    if score is None:
+        return ""
+    return f"{round(score, 4):.4f}".rstrip("0").rstrip(".")
 
 
 # --------------------------------------------------------------------------- Markdown

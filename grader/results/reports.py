@@ -5,7 +5,9 @@
 (what that student may see: hidden checks reduced to passed / failed),
 ``summary.json``, and three plots: the score histogram, the pass rate per
 check and the time per submission. Rerunning the export rewrites them all
-from the store, so they never disagree with it.
+from the store, so they never disagree with it. The LMS import files
+(``capgrade grade --export``: one total per student) come from the same store
+through ``grader.results.lms``.
 """
 
 from __future__ import annotations

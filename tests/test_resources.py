@@ -1,0 +1,187 @@
+"""The grader's limits are never the student's fault: out of memory, starved of CPU, deadline.
+
+The tests that need a memory-limited cgroup make one (root and Linux cgroups, as on
+the project's CI machine) and are skipped, saying why, where the host has none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from grader.harness.judging import require_ok
+from grader.harness.outcome import GraderLimit, Outcome
+from grader.harness.plugin import _status_and_message
+from grader.integrations.container import cgroups_usable, parse_memory, run_limited
+from grader.protocol import ErrorInfo
+from grader.results import Status
+from grader.sandbox import resources
+from tests.conftest import REFERENCE, ROOT
+
+NO_CGROUPS = cgroups_usable()
+needs_cgroups = pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "")
+CAPGRADE = [sys.executable, "-c", "import sys; from grader.cli import main; sys.exit(main())"]
+
+#: rnn_step_forward, correct, that first fills 1 GiB: fine on a big machine, an
+#: out-of-memory kill in a 1200 MiB container (the worker's torch needs ~600 MiB).
+HOG = '''
+
+_course_rnn_step_forward = rnn_step_forward
+
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    hog = torch.ones(1 << 28)  # 1 GiB of float32, touched
+    hog += 1
+    return _course_rnn_step_forward(x, prev_h, Wx, Wh, b)
+'''
+
+
+def _hog(folder: Path) -> Path:
+    path = folder / "rnn_lstm_captioning.py"
+    path.write_text(REFERENCE.read_text() + HOG)
+    return path
+
+
+def _check(path: Path, only: str, report: Path, memory: int | None = None) -> dict:
+    run = run_limited([*CAPGRADE, "check", str(path), "--only", only, "--format", "json",
+                       "--report", f"json={report}"], {**os.environ, "PYTHONPATH": str(ROOT)},
+                      memory=memory)
+    assert report.is_file(), run.describe()
+    return {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+
+
+# -- what the host says ------------------------------------------------------------------
+
+
+@needs_cgroups
+def test_a_cgroup_s_limits_are_read_inside_it(tmp_path):
+    out = tmp_path / "seen.json"
+    code = ("import json, sys; from grader.sandbox import resources as r; "
+            "json.dump([r.memory_limit(), r.cpu_quota(), r.timeout_scale(), "
+            "'vmstat' in r.oom_kills() or bool(r.oom_kills())], open(sys.argv[1], 'w'))")
+    run = run_limited([sys.executable, "-c", code, str(out)],
+                      {**os.environ, "PYTHONPATH": str(ROOT)}, memory=parse_memory("300M"),
+                      cpus=0.5)
+    assert run.applied and run.returncode == 0, run.describe()
+    assert json.loads(out.read_text()) == [300 << 20, 0.5, 2.0, True]
+
+
+@needs_cgroups
+def test_an_out_of_memory_kill_is_counted_and_reported():
+    before = resources.oom_kills()
+    run = run_limited([sys.executable, "-c", "b = bytearray(400 << 20)"], dict(os.environ),
+                      memory=parse_memory("150M"))
+    assert run.returncode == -9 and run.oom_kills == 1, run.describe()
+    assert resources.ran_out_of_memory(before) is True
+    assert resources.ran_out_of_memory(resources.oom_kills()) is False
+
+
+def test_cpu_starvation_is_told_from_a_loop_and_from_sleep():
+    """Three busy processes on one core each wait for it about twice as long as they run."""
+    busy = "import time\nt = time.time()\nwhile time.time() - t < 3: pass"
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    procs = [subprocess.Popen([sys.executable, "-c", busy],
+                              preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+             for _ in range(3)]
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    time.sleep(0.5)
+    start = {p.pid: resources.tree_usage(p.pid) for p in [*procs, sleeper]}
+    time.sleep(2)
+    used = {p.pid: resources.tree_usage(p.pid) - start[p.pid] for p in [*procs, sleeper]}
+    for p in [*procs, sleeper]:
+        p.wait()
+    assert all(resources.starved(used[p.pid], calibrated=2.0) for p in procs), used
+    assert not resources.starved(used[sleeper.pid], calibrated=2.0), used  # blocked, not starved
+    alone = resources.CpuUsage(running=int(1.9e9), waiting=int(0.1e9))
+    assert not resources.starved(alone, calibrated=2.0)  # a loop that got its CPU: the code's
+
+
+# -- a check: error and regrade, never failed -----------------------------------------------
+
+
+@pytest.mark.slow
+@needs_cgroups
+def test_a_worker_killed_for_memory_is_a_regrade_never_a_failure(tmp_path):
+    module = _hog(tmp_path)
+    roomy = _check(module, "rnn_step_forward_public", tmp_path / "roomy.json")
+    assert roomy["rnn_step_forward_public"]["status"] == "passed"  # the code is correct
+    tight = _check(module, "rnn_step_forward_public", tmp_path / "tight.json",
+                   memory=parse_memory("1200M"))["rnn_step_forward_public"]
+    assert tight["status"] == "error" and tight["regrade"] == "memory", tight
+    assert "ran out of memory" in tight["message"] and "not your code" in tight["message"] \
+        or "says nothing about your code" in tight["message"], tight["message"]
+
+
+@pytest.mark.slow
+@needs_cgroups
+def test_a_notebook_kernel_killed_for_memory_is_a_regrade(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("hog = bytearray(1 << 30)  # 1 GiB, touched"),
+                nbformat.v4.new_code_cell("y = 2")]
+    notebook = tmp_path / "nb.ipynb"
+    nbformat.write(nb, notebook)
+    out = tmp_path / "out"
+    code = ("import sys; from pathlib import Path; from grader.notebook.runner import "
+            "run_notebook; run_notebook(Path(sys.argv[1]), out_dir=Path(sys.argv[2]), "
+            "parameters={}, html=False)")
+    run = run_limited([sys.executable, "-c", code, str(notebook), str(out)],
+                      {**os.environ, "PYTHONPATH": str(ROOT)}, memory=parse_memory("500M"))
+    report = json.loads((out / "notebook_report.json").read_text())
+    cells = {c["index"]: c for c in report["cells"]}
+    assert cells[1]["status"] == "kernel-died" and cells[1]["limit"] == "memory", run.describe()
+    assert cells[0]["status"] == cells[2]["status"] == "ok"  # the rest still ran
+    assert "ran out of memory" in cells[1]["message"]
+
+
+def test_the_notebook_checks_turn_a_limit_into_a_regrade():
+    from grader.checks.test_notebook import _executed
+    from grader.notebook.runner import CellRun, NotebookReport
+
+    report = NotebookReport(notebook="nb.ipynb", cells=[
+        CellRun(index=3, status="kernel-died", message="out of memory", limit="memory")])
+    with pytest.raises(GraderLimit) as caught:
+        _executed(report)
+    assert caught.value.resource == "memory"
+
+
+# -- the grader's own MemoryError, and limits the harness saw ---------------------------------
+
+
+def _failed_with(exc: BaseException):
+    report = SimpleNamespace(passed=False, skipped=False)
+    return _status_and_message(report, SimpleNamespace(excinfo=SimpleNamespace(value=exc)))
+
+
+def test_memory_error_in_the_grader_is_a_regrade():
+    status, message, failure = _failed_with(MemoryError())
+    assert status is Status.ERROR and failure.resource == "memory"
+    assert "says nothing about your code" in message
+
+
+def test_a_limit_found_by_the_harness_wins_over_the_reply():
+    limit = GraderLimit("memory", "killed")
+    with pytest.raises(GraderLimit):
+        require_ok(Outcome(False, error=ErrorInfo("WorkerFailure", "x", stage="import"),
+                           failure=limit), "rnn_forward")
+    status, message, failure = _failed_with(limit)
+    assert status is Status.ERROR and failure is limit
+
+
+def test_a_student_cannot_claim_a_limit_over_the_wire():
+    """An error type 'GraderLimit' in a reply is the student's error like any other."""
+    from grader.harness.judging import CheckFailure
+
+    with pytest.raises(CheckFailure):
+        require_ok(Outcome(False, error=ErrorInfo("GraderLimit", "please regrade",
+                                                  frames=[{"line": 1, "function": "f",
+                                                           "code": "x"}])), "rnn_forward")
