@@ -104,6 +104,7 @@ def _gradescope(args: argparse.Namespace) -> int:
     import shutil
     import subprocess
     import tempfile
+    import time
 
     from grader.authoring.release import ReleaseError
     from grader.integrations import gradescope
@@ -122,18 +123,48 @@ def _gradescope(args: argparse.Namespace) -> int:
     if not args.trial.is_dir():
         print(f"capgrade gradescope: --trial {args.trial}: not a folder", file=sys.stderr)
         return 2
+    from grader.integrations.container import parse_memory, run_limited
+    from grader.results.render import LIMITS_TEST
+
+    try:
+        memory = parse_memory(args.memory) if args.memory else None
+    except ValueError as exc:
+        print(f"capgrade gradescope: --memory: {exc}", file=sys.stderr)
+        return 2
+    if args.cpus is not None and args.cpus <= 0:
+        print("capgrade gradescope: --cpus must be above 0 (e.g. 0.5)", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="capgrade-trial-") as tmp:
         root = Path(tmp) / "autograder"
         script = gradescope.unpack_for_trial(bundle, root)
         shutil.copytree(args.trial, root / "submission", dirs_exist_ok=True)
         env = {**os.environ, "CAPGRADE_AUTOGRADER_ROOT": str(root),
                "CAPGRADE_PYTHON": sys.executable}
-        subprocess.run(["bash", str(script)], env=env, check=False)
+        if memory or args.cpus:
+            run = run_limited(["bash", str(script)], env, memory=memory, cpus=args.cpus,
+                              cold=True)
+        else:
+            start = time.monotonic()
+            subprocess.run(["bash", str(script)], env=env, check=False)
+            run = None
+            wall = time.monotonic() - start
         results = json.loads((root / "results" / "results.json").read_text())
-    tests = results.get("tests", [])
+    tests = [t for t in results.get("tests", []) if t.get("max_score", 0) or "status" in t]
+    graded = [t for t in tests if t.get("name") != LIMITS_TEST]
+    regrade = [t["name"] for t in graded if "regrade" in t.get("tags", [])]
     print(f"trial on {args.trial}: score {results.get('score', 0):g} / "
-          f"{sum(t['max_score'] for t in tests):g}; "
-          f"{sum(t['status'] == 'passed' for t in tests)} of {len(tests)} tests passed")
+          f"{sum(t['max_score'] for t in graded):g}; "
+          f"{sum(t.get('status') == 'passed' for t in graded)} of {len(graded)} tests passed")
+    print(f"  under {run.describe()}" if run is not None else f"  wall {wall:.0f} s, no limits")
+    for t in graded:
+        if t.get("status") == "failed":
+            reason = next((line for line in t.get("output", "").splitlines() if line.strip()), "")
+            print(f"  lost {t['max_score'] - t['score']:g}: {t['name']}: {reason[:160]}")
+    if regrade or (run is not None and run.oom_kills):
+        print(f"  the grading machine ran out on {len(regrade)} check(s): "
+              f"{', '.join(regrade) or 'the grader itself'}. A correct submission needs more "
+              "than these settings: raise them on Gradescope (and here) and try again.")
+        return 1
     return 0
 
 
@@ -256,6 +287,12 @@ def _grade(args: argparse.Namespace) -> int:
     options = GradingRequest(hidden=not args.public_only, slow=not args.no_slow,
                              notebook=not args.no_notebook, timeout=args.timeout,
                              device=args.device, hidden_expected=args.hidden_expected)
+    if args.export or args.roster:  # say so now, not after hours of grading; grading goes on
+        from grader.results import lms
+
+        for problem in lms.check_request(args.export, args.roster, args.assignment):
+            print(f"capgrade grade: {problem}. Grading goes on; the other reports will be "
+                  "written", file=sys.stderr)
     try:
         summary = grade_all(args.submissions, args.out, workers=args.workers, options=options,
                             regrade=tuple(args.regrade), dask=args.dask,
@@ -271,7 +308,47 @@ def _grade(args: argparse.Namespace) -> int:
                   f"{summary.seconds:.1f} s")
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
     console.print(f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out / 'students'}")
-    return 0
+    from grader.batch.grading import NEEDS_REGRADE
+
+    if summary.statuses.get(NEEDS_REGRADE):
+        console.print(f"[bold]{summary.statuses[NEEDS_REGRADE]} submission(s) need a regrade[/]: "
+                      "the grading machine ran out of memory or time on them (not a grade; "
+                      "their gradebook rows say which checks). Run the same command again with "
+                      "fewer --workers or on a bigger machine: they are graded again.")
+    return _grade_exports(args)
+
+
+def _grade_exports(args: argparse.Namespace) -> int:
+    """`grade --export`: the LMS files from the store; 2 when the options or roster were bad."""
+    from grader.batch.grading import STORE_NAME
+    from grader.results import lms
+    from grader.results.store import Store
+
+    if not args.export:  # only --roster: say it was not used
+        problems = lms.check_request([], args.roster, args.assignment)
+    else:
+        store = Store(args.out / STORE_NAME)
+        try:
+            done, problems = lms.export(store, args.out, args.export, args.roster,
+                                        args.assignment)
+        finally:
+            store.close()
+        for export in done:
+            print(export.summary())
+            for note in export.notes:
+                print(f"  note: {note}")
+            for title, lines in export.problems.items():
+                if lines:
+                    print(f"capgrade grade: {export.lms}: {title}:", file=sys.stderr)
+                    for line in lines[:10]:
+                        print(f"  {line}", file=sys.stderr)
+                    if len(lines) > 10:
+                        print(f"  ... and {len(lines) - 10} more in {export.listing}",
+                              file=sys.stderr)
+    for problem in problems:
+        print(f"capgrade grade: {problem}. Nothing exported for it; once fixed, run the same "
+              "command again (nothing is graded twice)", file=sys.stderr)
+    return 2 if problems else 0
 
 
 def _literal(text: str) -> object:
@@ -294,8 +371,23 @@ def _add_grading_choices(parser: argparse.ArgumentParser) -> None:
                         help="seconds one call into student code may take (default: 15)")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the text is built only when asked (it reads package metadata)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from grader import version_text
+
+        print(version_text())
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capgrade", description=__doc__)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print capgrade's version (and torch's) and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     stub = sub.add_parser("build-stub", help="write the student stub from the reference")
@@ -400,6 +492,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep a sandboxed worker started ahead in each grading process "
                             "(auto: when fewer workers than cores; default: %(default)s)")
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    grade.add_argument("--export", action="append", default=[], choices=("canvas", "moodle"),
+                       help="also write OUT/LMS-import.csv, one total per student for the LMS's "
+                            "gradebook import, and OUT/LMS-unmatched.txt (repeatable)")
+    grade.add_argument("--roster", type=Path, default=None, metavar="ROSTER.csv",
+                       help="the LMS's gradebook export to match students against (needed by "
+                            "canvas; moodle without it writes capgrade's ids)")
+    grade.add_argument("--assignment", default="RNN captioning", metavar="NAME",
+                       help="the gradebook column (default: %(default)s); a roster column "
+                            "'NAME (id)' is reused, so Canvas updates that assignment")
     grade.set_defaults(func=_grade)
 
     release = sub.add_parser("release", help="write the student bundle (stub, notebook, grader "
@@ -423,6 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "set on Gradescope)")
     gs.add_argument("--trial", type=Path, default=None, metavar="SUBMISSION",
                     help="then run the bundle on this folder as Gradescope would, locally")
+    gs.add_argument("--memory", default=None, metavar="SIZE",
+                    help="with --trial: the container's memory, e.g. 768M (Gradescope's "
+                         "default), 1536M, 4G; needs root and cgroups")
+    gs.add_argument("--cpus", type=float, default=None,
+                    help="with --trial: the container's CPUs, e.g. 0.5 (Gradescope's default)")
     gs.set_defaults(func=_gradescope)
 
     from grader.batch import similarity

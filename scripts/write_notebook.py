@@ -41,7 +41,8 @@ generated on the spot, so everything here works offline.
 (`GRADING_MODE = True`: small data, few iterations, on the CPU) and re-trains the
 same configuration on your module: keep the training cells as they are, and
 hand in `rnn_lstm_captioning.py`, this notebook and the
-`rnn_lstm_attention_submission.pt` its last cell writes."""),
+`rnn_lstm_attention_submission.pt` it writes after training; the last cell,
+`export()`, zips exactly those three for you."""),
     ("code", """# Parameters. `capgrade run-notebook` injects GRADING_MODE = True after this cell.
 GRADING_MODE = False  # True: small data, few iterations, CPU (what the grader runs)
 DATA_PATH = None  # the course's coco.pt if you have it; None: the synthetic shapes set
@@ -73,7 +74,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from grader import check
+from grader import check, check_all, export
 from grader.course.plots import attention_figure, captioned_images, plot_losses
 from grader.course.training import decode_captions, train_captioner
 from grader.notebook import support as ns
@@ -240,6 +241,20 @@ your module and this notebook."""),
 torch.save(submission, "rnn_lstm_attention_submission.pt")
 print("saved rnn_lstm_attention_submission.pt:",
       {key: len(losses) for key, losses in submission.items()}, "losses")"""),
+    ("markdown", """## Before you hand in
+
+`check_all()` runs every public check once more and ends with one line: how
+many passed and your public points. Then **save this notebook** (File > Save)
+and run `export()`: it checks the three files you hand in (`rnn_lstm_captioning.py`
+parses and is not the untouched stub, the notebook is a valid notebook,
+`rnn_lstm_attention_submission.pt` is readable by the grader) and zips exactly
+them into `rnn_lstm_captioning_submission_<date>.zip` next to this notebook.
+If a file is missing or broken it says which and what to do, and writes no zip
+(`export(force=True)` writes it anyway). On Colab, download the notebook
+(File > Download > Download .ipynb) and upload it next to the module first.
+In grading mode `export()` does nothing."""),
+    ("code", "result = check_all(MODULE_PATH)"),
+    ("code", "zip_path = export(module=MODULE_PATH)"),
 ]
 
 

@@ -264,7 +264,7 @@ def test_missing_file(tmp_path: Path) -> None:
         load_loss_file(tmp_path / FILENAME)
     msg = str(err.value)
     assert "not found" in msg
-    assert "last cell" in msg
+    assert "saves the losses" in msg
 
 
 def test_directory_rejected(tmp_path: Path) -> None:

@@ -185,3 +185,34 @@ def test_a_student_cannot_claim_a_limit_over_the_wire():
         require_ok(Outcome(False, error=ErrorInfo("GraderLimit", "please regrade",
                                                   frames=[{"line": 1, "function": "f",
                                                            "code": "x"}])), "rnn_forward")
+
+
+@pytest.mark.slow
+@needs_cgroups
+def test_batch_grading_marks_an_out_of_memory_row_for_regrade_and_retries_it(tmp_path):
+    from grader.results.store import Store
+
+    (tmp_path / "subs" / "ada").mkdir(parents=True)
+    _hog(tmp_path / "subs" / "ada")
+    out = tmp_path / "out"
+    code = ("import sys; from pathlib import Path; from grader.batch.grading import grade_all; "
+            "from grader.harness.request import GradingRequest; grade_all(Path(sys.argv[1]), "
+            "Path(sys.argv[2]), workers=1, progress=False, warm=False, "
+            "options=GradingRequest(only='rnn_step_forward_public'))")
+    argv = [sys.executable, "-c", code, str(tmp_path / "subs"), str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def latest() -> dict:
+        store = Store(out / "grades.sqlite")
+        try:
+            return {r["student"]: dict(r) for r in store.latest()}["ada"]
+        finally:
+            store.close()
+
+    run_limited(argv, env, memory=parse_memory("1200M"))
+    tight = latest()
+    assert tight["status"] == "needs-regrade", tight
+    assert "ran out of memory" in tight["message"] and "rnn_step_forward_public" \
+        in tight["message"]
+    run_limited(argv, env)  # the next run, on a machine with room, grades it again
+    assert latest()["status"] == "graded"

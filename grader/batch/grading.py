@@ -7,7 +7,10 @@ the loss file, the notebook) in a pool of processes, or on a Dask cluster;
 each result is committed to the store (``grader.results.store``) the moment it
 arrives, and the reports in OUT are exported from the store
 (``grader.results.reports``). Files already graded under the same grading key are
-skipped; identical files (a copied submission) are graded once.
+skipped; identical files (a copied submission) are graded once. A submission
+the grading machine could not judge (out of memory or time: the grader's limit,
+never the student's fault) is stored as ``needs-regrade`` and graded again by the
+next run, which should be given more memory or CPUs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from grader.results import RunStatus
 from grader.results.store import Store
 
 STORE_NAME = "grades.sqlite"
+#: A row the grading machine could not judge: never a grade, always retried.
+NEEDS_REGRADE = "needs-regrade"
 
 
 #: What each submission of a batch gets unless told otherwise: everything.
@@ -80,10 +85,20 @@ def grade_entry(entry: dict[str, Any], options: dict[str, Any], out_dir: str,
             loss_file=Path(entry["loss_file"]) if entry.get("loss_file") else None,
             notebook_path=Path(entry["notebook"]) if entry.get("notebook") else None,
             notebook_out=Path(out_dir) / "students" / entry["student"] / "notebook"))
+    except MemoryError:  # the grading machine's limit, never the student's
+        return {"status": NEEDS_REGRADE, "result": None, "seconds": time.monotonic() - start,
+                "message": "the grading process ran out of memory: not a grade; run `capgrade "
+                           "grade` again with fewer --workers or more memory"}
     except Exception as exc:  # the grader itself broke on this one: say so, go on
         return {"status": "could-not-grade", "message": f"{type(exc).__name__}: {exc}"[:500],
                 "result": None, "seconds": time.monotonic() - start}
-    if RunStatus(result.status).graded:
+    if RunStatus(result.status).graded and result.needs_regrade:
+        ran_out = sorted({c.regrade for c in result.checks if c.regrade})
+        status = NEEDS_REGRADE
+        message = (f"the grading machine ran out of {' and '.join(ran_out)} on "
+                   f"{', '.join(result.needs_regrade)}: not a grade; run `capgrade grade` "
+                   "again with more memory or CPUs (fewer --workers) to regrade it")
+    elif RunStatus(result.status).graded:
         status, message = "graded", result.message
     else:
         status, message = "could-not-grade", result.message
@@ -181,10 +196,10 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
                     store.record(run_id, entry.as_dict(), key, _problem_status(entry.problem),
                                  entry.problem, None, 0.0)
                 summary.problems += 1
-            elif previous is not None and not fresh:
+            elif previous is not None and not fresh and previous["status"] != NEEDS_REGRADE:
                 summary.skipped += 1
             elif entry.content_hash in first_of_hash or (
-                    not fresh and store.by_hash(entry.content_hash, key) is not None):
+                    not fresh and _reusable(store.by_hash(entry.content_hash, key))):
                 copies.append(entry)
             else:
                 first_of_hash[entry.content_hash] = entry
@@ -193,7 +208,12 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
              should_warm(workers, dask) if warm is None else warm)
         for entry in copies:
             original = store.by_hash(entry.content_hash, key)
-            if original is None:  # its original could not be graded: say so
+            if original is not None and original["status"] == NEEDS_REGRADE:
+                store.record(run_id, entry.as_dict(), key, NEEDS_REGRADE,
+                             f"identical files to {original['student']}'s, which the grading "
+                             "machine could not judge: regraded by the next run", None, 0.0)
+                continue
+            if not _reusable(original):  # its original could not be graded: say so
                 store.record(run_id, entry.as_dict(), key, "could-not-grade",
                              "identical to a submission that could not be graded", None, 0.0)
                 continue
@@ -209,6 +229,11 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
         store.close()
     summary.seconds = round(time.monotonic() - start, 2)
     return summary
+
+
+def _reusable(row: Any) -> bool:
+    """A stored grade another identical submission may take over (never a needs-regrade)."""
+    return row is not None and row["status"] != NEEDS_REGRADE
 
 
 def _json(text: str | None) -> dict | None:
@@ -242,9 +267,11 @@ def _run(todo: list[Entry], options: GradingRequest, out: Path, store: Store, ru
             entry = futures[future]
             try:
                 done = future.result()
-            except Exception as exc:  # a pool process died (killed, out of memory)
-                done = {"status": "could-not-grade", "result": None, "seconds": 0.0,
-                        "message": f"the grading process failed: {type(exc).__name__}: {exc}"}
+            except Exception as exc:  # a pool process died (killed, out of memory): ours
+                done = {"status": NEEDS_REGRADE, "result": None, "seconds": 0.0,
+                        "message": f"the grading process died ({type(exc).__name__}: {exc}), "
+                                   "most likely out of memory: not a grade; run `capgrade "
+                                   "grade` again with fewer --workers or more memory"}
             store.record(run_id, entry.as_dict(), key, done["status"], done["message"],
                          done["result"], done["seconds"])
             summary.graded_now += 1

@@ -86,7 +86,7 @@ def _produced_losses(report: notebook_runner.NotebookReport, secrets
     path = report.file(lossfile.FILENAME)
     if path is None:
         raise CheckFailure(f"running the notebook did not write {lossfile.FILENAME} next to it "
-                           "(its last cell saves the three loss histories)")
+                           "(its cell that saves the three loss histories must run)")
     try:
         return read_loss_file(path, lossfile.DEFAULT_MAX_BYTES, secrets)
     except lossfile.LossFileError as exc:

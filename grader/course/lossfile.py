@@ -1,10 +1,10 @@
 """The hand-in's training-loss histories: the rules and how they are judged (no torch).
 
 Students hand in ``rnn_lstm_attention_submission.pt`` (written by ``torch.save`` in the
-notebook's last cell): a dict of three per-iteration loss lists. The file is untrusted: the
-trusted side only vets it (``check_file``) and the worker parses it, with torch's restricted
-``weights_only`` unpickler, in a process that imports no student code
-(``grader.worker.lossfile_reader``); the numbers come back as plain data.
+notebook's cell that saves the losses): a dict of three per-iteration loss lists. The
+file is untrusted: the trusted side only vets it (``check_file``) and the worker parses
+it, with torch's restricted ``weights_only`` unpickler, in a process that imports no
+student code (``grader.worker.lossfile_reader``); the numbers come back as plain data.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def check_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
         st = os.stat(path)
     except FileNotFoundError:
         raise LossFileError(
-            f"{path.name} was not found; it is written by the last cell of the notebook "
-            "(run all cells after training, then hand in the file)"
+            f"{path.name} was not found; it is written by the notebook's cell that saves the "
+            "losses (run all cells after training, then hand in the file)"
         ) from None
     except OSError as exc:
         raise LossFileError(f"cannot access {path.name}: {exc.strerror or exc}") from None
@@ -125,7 +125,8 @@ def check_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
             "it should hold only the three loss lists"
         )
     if st.st_size == 0:
-        raise LossFileError(f"{path.name} is empty (0 bytes); re-run the notebook's last cell")
+        raise LossFileError(f"{path.name} is empty (0 bytes); re-run the notebook's cell that "
+                            "saves the losses")
     _check_zip_expansion(path, max_bytes)
     return path
 
@@ -150,7 +151,7 @@ def _check_zip_expansion(path: Path, max_bytes: int) -> None:
     except (OSError, zipfile.BadZipFile, ValueError, EOFError):
         raise LossFileError(
             f"{path.name} is truncated or corrupt (not a complete torch.save archive); "
-            "re-run the notebook's last cell and hand in the new file"
+            "re-run the notebook's cell that saves the losses and hand in the new file"
         ) from None
     if total > max_bytes:
         raise LossFileError(

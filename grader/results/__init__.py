@@ -107,6 +107,11 @@ class SubmissionResult:
     duration: float = 0.0
     schema_version: int = SCHEMA_VERSION
 
+    def __repr__(self) -> str:  # a notebook cell ending in check(...) shows this under the table
+        counts = ", ".join(f"{n} {s}" for s, n in self.counts().items() if n)
+        return (f"SubmissionResult({self.submission!r}, {self.status}: {counts or 'no checks'}; "
+                f"{self.score:g} / {self.max_score:g} points)")
+
     @property
     def score(self) -> float:
         return round(sum(c.score for c in self.checks), 6)

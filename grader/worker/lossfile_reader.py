@@ -64,7 +64,8 @@ def _describe_load_error(name: str, exc: Exception) -> str:
     if "Unsupported operand" in msg:
         return (
             f"{name} is not a file written by torch.save (it may be a plain pickle or some "
-            "other format); re-run the notebook's last cell to write it with torch.save"
+            "other format); re-run the notebook's cell that saves the losses to write it with "
+            "torch.save"
         )
     if "weights_only" in msg or "Weights only" in msg:
         return (
@@ -74,7 +75,7 @@ def _describe_load_error(name: str, exc: Exception) -> str:
     if isinstance(exc, RuntimeError) and ("zip archive" in msg or "central directory" in msg):
         return (
             f"{name} is truncated or corrupt (not a complete torch.save archive); "
-            "re-run the notebook's last cell and hand in the new file"
+            "re-run the notebook's cell that saves the losses and hand in the new file"
         )
     detail = msg.strip().splitlines()[0][:200] if msg.strip() else "no details"
     return (
