@@ -149,6 +149,8 @@ def _gradescope(args: argparse.Namespace) -> int:
             run = None
             wall = time.monotonic() - start
         results = json.loads((root / "results" / "results.json").read_text())
+        kept = bundle.with_name("trial-results.json")
+        shutil.copyfile(root / "results" / "results.json", kept)
     tests = [t for t in results.get("tests", []) if t.get("max_score", 0) or "status" in t]
     graded = [t for t in tests if t.get("name") != LIMITS_TEST]
     regrade = [t["name"] for t in graded if "regrade" in t.get("tags", [])]
@@ -156,6 +158,7 @@ def _gradescope(args: argparse.Namespace) -> int:
           f"{sum(t['max_score'] for t in graded):g}; "
           f"{sum(t.get('status') == 'passed' for t in graded)} of {len(graded)} tests passed")
     print(f"  under {run.describe()}" if run is not None else f"  wall {wall:.0f} s, no limits")
+    print(f"  Gradescope's results.json: {kept}")
     for t in graded:
         if t.get("status") == "failed":
             reason = next((line for line in t.get("output", "").splitlines() if line.strip()), "")

@@ -516,3 +516,30 @@ def test_harness_reads_loss_files_in_a_worker(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(LossFileError, match="not a regular file"):
         read_loss_file(fifo, 10_000_000)  # refused before any copy or parse (would block)
+
+
+@pytest.mark.slow
+def test_the_same_bytes_are_parsed_once_per_grading_process(tmp_path, monkeypatch):
+    """Two checks reading one hand-in start one worker; other bytes start another."""
+    from grader.harness import client
+
+    monkeypatch.setattr(client, "_LOSS_FILES", {})
+    started = []
+    launch = client._Worker.launch
+    monkeypatch.setattr(client._Worker, "launch",
+                        classmethod(lambda cls, *a: started.append(1) or launch(*a)))
+    path = tmp_path / FILENAME
+    torch.save(good_data(5), path)
+    first = client.read_loss_file(path, 10_000_000)
+    first["rnn_losses"].append(-1.0)  # a caller's change never reaches the next caller
+    assert client.read_loss_file(path, 10_000_000) == {
+        k: [float(x) for x in v] for k, v in good_data(5).items()}
+    assert len(started) == 1
+    torch.save(good_data(6), path)
+    assert len(client.read_loss_file(path, 10_000_000)["rnn_losses"]) == 6
+    assert len(started) == 2
+    path.write_bytes(b"not a torch file")
+    for _ in range(2):  # the file's own fault: the same message, one parse
+        with pytest.raises(LossFileError):
+            client.read_loss_file(path, 10_000_000)
+    assert len(started) == 3
