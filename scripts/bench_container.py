@@ -37,7 +37,8 @@ def trial(bundle: Path, submission: Path, memory: int, cpus: float) -> dict:
         shutil.copytree(submission, root / "submission", dirs_exist_ok=True)
         env = {**os.environ, "CAPGRADE_AUTOGRADER_ROOT": str(root),
                "CAPGRADE_PYTHON": sys.executable}
-        run = run_limited(["bash", str(script)], env, memory=memory, cpus=cpus, cold=True)
+        run = run_limited(["bash", str(script)], env, memory=memory, cpus=cpus, cold=True,
+                          quiet=True)
         results = json.loads((root / "results" / "results.json").read_text())
     tests = [t for t in results.get("tests", []) if t.get("name") != LIMITS_TEST]
     return {"run": run, "score": results.get("score", 0),
@@ -53,6 +54,8 @@ def main() -> int:
     parser.add_argument("submission", type=Path)
     parser.add_argument("--memory", action="append", required=True)
     parser.add_argument("--cpus", type=float, default=0.5)
+    parser.add_argument("--no-notebook", action="store_true",
+                        help="a bundle without the notebook checks (capgrade gradescope's)")
     parser.add_argument("--hidden-expected", type=Path,
                         default=ROOT / "reference" / "expected" / "hidden.safetensors")
     args = parser.parse_args()
@@ -61,14 +64,16 @@ def main() -> int:
         print(f"bench_container: {why}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="capgrade-bench-bundle-") as tmp:
-        bundle = gradescope.build_bundle(Path(tmp) / "autograder.zip", args.hidden_expected)
+        bundle = gradescope.build_bundle(Path(tmp) / "autograder.zip", args.hidden_expected,
+                                         notebook=not args.no_notebook)
         print("| memory | CPUs | wall | peak (page cache incl.) | OOM kills | score | "
               "regrade | lost |\n|---|---|---|---|---|---|---|---|", flush=True)
         for setting in args.memory:
             got = trial(bundle, args.submission, parse_memory(setting), args.cpus)
             run = got["run"]
             peak = f"{run.peak / 2**20:.0f} MiB" if run.peak is not None else "?"
-            print(f"| {setting} | {args.cpus:g} | {run.wall:.0f} s | {peak} | {run.oom_kills} | "
+            print(f"| {setting}{' (no notebook)' if args.no_notebook else ''} | {args.cpus:g} | "
+                  f"{run.wall:.0f} s | {peak} | {run.oom_kills} | "
                   f"{got['score']:g} / {got['max']:g} | {len(got['regrade'])} | "
                   f"{', '.join(got['lost']) or '-'} |", flush=True)
             if got["regrade"]:

@@ -216,3 +216,30 @@ def test_batch_grading_marks_an_out_of_memory_row_for_regrade_and_retries_it(tmp
         in tight["message"]
     run_limited(argv, env)  # the next run, on a machine with room, grades it again
     assert latest()["status"] == "graded"
+
+
+def test_one_torch_at_a_time_the_order_checks_run_in():
+    """Loss-file checks (own reader worker) first, then the notebook (its kernel), then the
+    checks that share the check worker: never two torch processes at once."""
+    import contextlib
+    import io
+
+    import pytest as pt
+
+    from grader.harness import engine, plugin
+    from grader.harness.request import GradingRequest
+
+    class Order:
+        def pytest_collection_finish(self, session):
+            self.groups = [(plugin.check_group(i), "submission" in i.fixturenames)
+                           for i in session.items]
+
+    order = Order()
+    request = GradingRequest(REFERENCE, hidden=True, slow=True, notebook=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        pt.main([*engine._pytest_args(request), "--collect-only"],
+                plugins=[plugin.GradingPlugin(request), plugin, order])
+    phases = [0 if not uses else 1 if group == "notebook" else 2
+              for group, uses in order.groups]
+    assert phases == sorted(phases) and set(phases) == {0, 1, 2}
+    assert {g for g, uses in order.groups if not uses} == {"submission_file"}

@@ -78,9 +78,9 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
     plugin.submission = Submission(path, device=request.device, secrets=grading_secrets(hidden))
     if request.timeout:
         plugin.submission.timeout = request.timeout
-    if not _runs_notebook(request):
-        # Never beside a notebook kernel: each holds its own torch, and the two do not fit
-        # in a small grading container (Gradescope's default is 768 MB).
+    if not (_runs_notebook(request) or request.slow):
+        # Never beside a notebook kernel or a loss-file reader: each holds its own torch,
+        # and two do not fit in a small grading container (Gradescope's default is 768 MB).
         plugin.submission.launch()
     sink = contextlib.nullcontext() if request.verbose else \
         contextlib.redirect_stdout(io.StringIO())

@@ -192,9 +192,12 @@ class GradingPlugin:
         if drop:
             config.hook.pytest_deselected(items=drop)
         self.order = {check_id(item): index for index, item in enumerate(keep)}
-        # The notebook first: its kernel then never runs beside a check worker (each holds
-        # a torch; a small grading container fits only one). Results keep the order above.
-        keep.sort(key=lambda item: check_group(item) != "notebook")
+        # One torch in memory at a time (a small grading container fits only one): first
+        # the checks that call no student code (the loss file's, read in a worker of their
+        # own), then the notebook, whose kernel must not run beside a check worker, then
+        # the rest. Results keep the order above.
+        keep.sort(key=lambda item: 0 if "submission" not in item.fixturenames
+                  else 1 if check_group(item) == "notebook" else 2)
         items[:] = keep
         if self.submission is not None and not any("submission" in i.fixturenames
                                                    for i in keep):

@@ -156,10 +156,12 @@ def drop_page_cache() -> bool:
 
 
 def run_limited(argv: list[str], env: dict[str, str], memory: int | None = None,
-                cpus: float | None = None, cold: bool = False) -> LimitedRun:
+                cpus: float | None = None, cold: bool = False, quiet: bool = False
+                ) -> LimitedRun:
     """Run ``argv`` in a fresh cgroup with these limits and no sandbox namespaces.
 
-    ``cold``: drop the page cache first (see ``drop_page_cache``).
+    ``cold``: drop the page cache first (see ``drop_page_cache``); ``quiet``: discard
+    the command's standard output.
     """
     env = {**env, "CAPGRADE_SANDBOX_NAMESPACES": "0"}  # as in Gradescope's Docker
     group, why_not = None, ""
@@ -172,6 +174,7 @@ def run_limited(argv: list[str], env: dict[str, str], memory: int | None = None,
     cold = cold and group is not None and drop_page_cache()
     start = time.monotonic()
     done = subprocess.run(argv, env=env, check=False,
+                          stdout=subprocess.DEVNULL if quiet else None,
                           preexec_fn=group.enter if group is not None else None)
     wall = time.monotonic() - start
     if group is None:
