@@ -93,9 +93,10 @@ def grade_entry(entry: dict[str, Any], options: dict[str, Any], out_dir: str,
         return {"status": "could-not-grade", "message": f"{type(exc).__name__}: {exc}"[:500],
                 "result": None, "seconds": time.monotonic() - start}
     if RunStatus(result.status).graded and result.needs_regrade:
-        ran_out = sorted({c.regrade for c in result.checks if c.regrade})
+        from grader.results.render import ran_out_words
+
         status = NEEDS_REGRADE
-        message = (f"the grading machine ran out of {' and '.join(ran_out)} on "
+        message = (f"the grading machine ran out of {ran_out_words(result)} on "
                    f"{', '.join(result.needs_regrade)}: not a grade; run `capgrade grade` "
                    "again with more memory or CPUs (fewer --workers) to regrade it")
     elif RunStatus(result.status).graded:

@@ -51,7 +51,7 @@ def notebook_run(grading, secrets, submission) -> notebook_runner.NotebookReport
     with contextlib.ExitStack() as stack:
         out = kept or stack.enter_context(tempfile.TemporaryDirectory(prefix="capgrade-notebook-"))
         report = notebook_runner.run_notebook(notebook, module=module, out_dir=out,
-                                              secrets=secrets)
+                                              secrets=secrets, html=bool(kept))
         report.kept = bool(kept)
         yield report
 

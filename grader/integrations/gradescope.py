@@ -170,13 +170,12 @@ def grade(root: Path) -> dict[str, Any]:
         return _failure(f"No {MODULE_FILE} in your submission (files found: "
                         f"{_listing(submission)}). Upload it with that name and submit again.",
                         started)
-    with tempfile.TemporaryDirectory(prefix="capgrade-notebook-") as notebook_out:
-        result = grade_submission(GradingRequest(
-            submission=module, hidden=True, slow=config.get("slow", True),
-            notebook=config.get("notebook", True), timeout=config.get("timeout"),
-            hidden_expected=hidden, loss_file=find_file(submission, LOSS_FILE),
-            notebook_path=find_file(submission, NOTEBOOK_FILE),
-            notebook_out=Path(notebook_out)))
+    # No notebook_out: nobody reads the executed copy here, so no HTML export is paid for.
+    result = grade_submission(GradingRequest(
+        submission=module, hidden=True, slow=config.get("slow", True),
+        notebook=config.get("notebook", True), timeout=config.get("timeout"),
+        hidden_expected=hidden, loss_file=find_file(submission, LOSS_FILE),
+        notebook_path=find_file(submission, NOTEBOOK_FILE)))
     if not RunStatus(result.status).graded:
         raise RuntimeError(f"{result.status}: {result.message}")
     if result.needs_regrade:  # run_autograder's stdout: instructors only

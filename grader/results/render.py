@@ -289,6 +289,16 @@ def gradescope_dict(result: SubmissionResult, hidden_as: str | None = None) -> d
     }
 
 
+#: What the grading machine ran out of, in words.
+_RAN_OUT = {"memory": "memory", "time": "CPU time", "cpu": "CPU time", "deadline": "time"}
+
+
+def ran_out_words(result: SubmissionResult) -> str:
+    """"memory and time": what the grading machine ran out of, for messages."""
+    return " and ".join(sorted({_RAN_OUT.get(c.regrade, c.regrade) for c in result.checks
+                                if c.regrade}))
+
+
 #: What an instructor raises when the grading machine ran out of each resource.
 _RAISE = {"memory": "the autograder's memory",
           "time": "the autograder's CPUs (or run fewer submissions at once)",
@@ -299,7 +309,7 @@ _RAISE = {"memory": "the autograder's memory",
 def limits_note(result: SubmissionResult) -> str:
     """For instructors: which checks the grading machine could not judge, and what to raise."""
     ran_out = sorted({c.regrade for c in result.checks if c.regrade})
-    lines = [f"The grading machine ran out of {' and '.join(ran_out)} on "
+    lines = [f"The grading machine ran out of {ran_out_words(result)} on "
              f"{len(result.needs_regrade)} check(s): {', '.join(result.needs_regrade)}. "
              "They count as 0 until regraded; the student was told it is not their fault.",
              *(f"- {r}: raise {_RAISE.get(r, r)}." for r in ran_out),
@@ -317,8 +327,7 @@ def _gradescope_summary(result: SubmissionResult) -> str:
     if result.status != "graded":
         lines.append(f"Grading failed ({result.status}): {clean(result.message).strip()}")
     if result.needs_regrade:  # never a verdict: say so first, to the student too
-        lines.append(f"GRADING INCOMPLETE: the grading machine ran out of "
-                     f"{' and '.join(sorted({c.regrade for c in result.checks if c.regrade}))}"
+        lines.append(f"GRADING INCOMPLETE: the grading machine ran out of {ran_out_words(result)}"
                      " before every check could judge your code. "
                      "This is not your code's fault: those checks count 0 until your "
                      "instructor regrades the submission on a bigger machine.")
