@@ -243,3 +243,38 @@ def test_one_torch_at_a_time_the_order_checks_run_in():
               for group, uses in order.groups]
     assert phases == sorted(phases) and set(phases) == {0, 1, 2}
     assert {g for g, uses in order.groups if not uses} == {"submission_file"}
+
+
+@pytest.mark.slow
+@needs_cgroups
+def test_a_correct_full_submission_gets_every_point_in_a_1024_mib_container(tmp_path):
+    """The Gradescope bundle (every check, the notebook, the loss file) under 1 GiB, no
+    namespaces, a cold page cache: full marks, nothing to regrade (the instructor guide's
+    measured setting; Gradescope's default 768 MB cannot hold torch, see the README)."""
+    import shutil
+
+    import torch
+
+    from grader.integrations import gradescope
+    from tests.test_handin import _plausible
+
+    bundle = gradescope.build_bundle(tmp_path / "autograder.zip",
+                                     ROOT / "reference" / "expected" / "hidden.safetensors")
+    root = tmp_path / "autograder"
+    script = gradescope.unpack_for_trial(bundle, root)
+    shutil.copy(REFERENCE, root / "submission" / "rnn_lstm_captioning.py")
+    shutil.copy(ROOT / "notebooks" / "rnn_lstm_captioning.ipynb", root / "submission")
+    torch.save({"rnn_losses": _plausible(1.5), "lstm_losses": _plausible(1.2),
+                "attn_losses": _plausible(0.3)},
+               root / "submission" / "rnn_lstm_attention_submission.pt")
+    run = run_limited(["bash", str(script)], {**os.environ, "CAPGRADE_AUTOGRADER_ROOT":
+                                              str(root), "CAPGRADE_PYTHON": sys.executable},
+                      memory=parse_memory("1024M"), cold=True, quiet=True)
+    results = json.loads((root / "results" / "results.json").read_text())
+    graded = [t for t in results["tests"] if "advisory" not in t["tags"]]
+    assert run.oom_kills == 0, run.describe()
+    assert all(t["status"] == "passed" for t in graded), [
+        (t["name"], t["output"][:200]) for t in graded if t["status"] != "passed"]
+    from grader.harness.engine import catalogue
+
+    assert results["score"] == sum(c["points"] for c in catalogue())  # every check ran
