@@ -151,8 +151,8 @@ def _gradescope(args: argparse.Namespace) -> int:
         results = json.loads((root / "results" / "results.json").read_text())
         kept = bundle.with_name("trial-results.json")
         shutil.copyfile(root / "results" / "results.json", kept)
-    tests = [t for t in results.get("tests", []) if t.get("max_score", 0) or "status" in t]
-    graded = [t for t in tests if t.get("name") != LIMITS_TEST]
+    graded = [t for t in results.get("tests", []) if t.get("name") != LIMITS_TEST
+              and (t.get("max_score", 0) or "status" in t)]
     regrade = [t["name"] for t in graded if "regrade" in t.get("tags", [])]
     print(f"trial on {args.trial}: score {results.get('score', 0):g} / "
           f"{sum(t['max_score'] for t in graded):g}; "

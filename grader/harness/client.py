@@ -133,8 +133,7 @@ class Submission:
                                 "(an infinite loop, or far too slow)")
         if not data:
             code = self.proc.wait(timeout=5)
-            # The sandbox's init reports a child killed by signal N as exit code 128 + N.
-            signum = -code if code < 0 else code - 128 if code > 128 else 0
+            signum = _exit_signal(code)
             detail = f"killed by signal {signum}" if signum else f"exited with code {code}"
             tail = self._stderr_tail()
             self.close()
@@ -197,6 +196,11 @@ class Submission:
         return self._receive(self.timeout, "reporting API usage", watch).value or []
 
 
+def _exit_signal(code: int) -> int:
+    """The signal that ended a worker, or 0 (its sandbox's init reports signal N as 128 + N)."""
+    return -code if code < 0 else code - 128 if code > 128 else 0
+
+
 class _Watch:
     """What the host said before a request, to tell afterwards whose fault a failure was."""
 
@@ -225,8 +229,7 @@ class _Watch:
                                f"{doing}")
         if signum != resources.SIGKILL:
             return None
-        oom = resources.ran_out_of_memory(self.oom)
-        if oom or (oom is None and resources.memory_limit() is not None):
+        if resources.killed_for_memory(self.oom):
             return GraderLimit("memory", f"the kernel's out-of-memory killer stopped the "
                                f"worker while {doing}; machine: {resources.describe_host()}")
         return None
@@ -283,8 +286,7 @@ def _parse_loss_file(path: Path, max_bytes: int, secrets: tuple[Path, ...]
             reply = Reply.decode(worker.replies.recv_bytes())
         except (EOFError, OSError, ProtocolError) as exc:
             code = worker.proc.wait(timeout=5) if worker.proc is not None else 0
-            signum = -code if code < 0 else code - 128 if code > 128 else 0
-            raise watch.died(signum, f"reading {path.name}") or WorkerFailure(
+            raise watch.died(_exit_signal(code), f"reading {path.name}") or WorkerFailure(
                 f"the worker reading {path.name} failed ({exc})") from None
     finally:
         worker.close()

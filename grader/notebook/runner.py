@@ -362,8 +362,7 @@ def _run_cell(client: _CappedClient, kernel: _Kernel, report: NotebookReport,
             _replace(kernel, report)
     except DeadKernelError:
         run.status = "kernel-died"
-        if resources.ran_out_of_memory(oom) or (resources.ran_out_of_memory(oom) is None
-                                                and resources.memory_limit() is not None):
+        if resources.killed_for_memory(oom):
             run.limit = "memory"
             run.message = (f"the grading machine ran out of memory and its kernel killed the "
                            f"notebook's kernel ({resources.describe_host()}); later cells ran "

@@ -143,6 +143,16 @@ def ran_out_of_memory(before: dict[str, int], after: dict[str, int] | None = Non
     return any(after[k] > before[k] for k in shared)
 
 
+def killed_for_memory(before: dict[str, int]) -> bool:
+    """Whether a SIGKILL since ``before`` was most likely the out-of-memory killer's.
+
+    Yes when an OOM-kill counter went up; where the host shows no counter, yes
+    under a memory limit (the only SIGKILL the grader does not send itself there).
+    """
+    found = ran_out_of_memory(before)
+    return found if found is not None else memory_limit() is not None
+
+
 @dataclass(frozen=True)
 class CpuUsage:
     """Scheduler time of a process tree: on a CPU, and runnable but waiting for one (ns)."""
