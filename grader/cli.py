@@ -208,6 +208,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from grader.authoring import fingerprints
     from grader.harness import expected as ex
     from grader.harness.engine import record
     from grader.harness.request import GradingRequest
@@ -230,6 +231,26 @@ def _build(args: argparse.Namespace) -> int:
     ex.save(recorded["hidden"], {**meta, "visibility": "hidden"}, args.hidden_expected)
     print(f"wrote {ex.PUBLIC_PATH} and {args.hidden_expected} "
           f"({len(result.checks)} checks, {result.duration:.1f} s)")
+    print("fingerprinting the known misconceptions (grader/diagnosis/catalogue.toml) ...")
+    try:
+        found = fingerprints.build(args.reference, args.hidden_expected, jobs=args.jobs)
+    except (fingerprints.MutationError, OSError) as exc:
+        print(f"capgrade build: {exc}; the expected values are written, without fingerprints "
+              "(no diagnoses)", file=sys.stderr)
+        return 1
+    ex.save({**recorded["public"], **found["public"]}, {**meta, "visibility": "public"},
+            ex.PUBLIC_PATH)
+    ex.save({**recorded["hidden"], **found["hidden"]}, {**meta, "visibility": "hidden"},
+            args.hidden_expected)
+    print(f"added {len(found['public'])} public and {len(found['hidden'])} hidden fingerprinted "
+          "values")
+    return 0
+
+
+def _misconceptions(args: argparse.Namespace) -> int:
+    from grader.diagnosis import catalogue
+
+    print(catalogue.markdown(), end="")
     return 0
 
 
@@ -441,7 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--stub", type=Path, default=STUB)
     build.add_argument("--hidden-expected", type=Path,
                        default=Path("reference/expected/hidden.safetensors"))
+    build.add_argument("--jobs", type=int, default=2,
+                       help="mutated references fingerprinted side by side (default 2)")
     build.set_defaults(func=_build)
+
+    mis = sub.add_parser("misconceptions", help="the known mistakes the checks can name, as a "
+                                                "Markdown table (docs/misconceptions.md)")
+    mis.set_defaults(func=_misconceptions)
 
     data = sub.add_parser("data", help="check the course's coco.pt, or make the synthetic set")
     data.add_argument("--coco", type=Path, default=None,

@@ -14,8 +14,12 @@ Each gets public + hidden checks and the overfit trainings (``--all`` without th
 hand-in checks, which need a notebook and a loss file; ``tests/test_notebook.py``
 covers those). The recording is ``{submission: {check: [status, score]}}``.
 
-    python scripts/verdicts.py record out.json [--jobs 2]
+    python scripts/verdicts.py record out.json [--jobs 2] [--root DIR] [--no-overfit]
     python scripts/verdicts.py compare base.json new.json
+
+``--root`` grades with another checkout's code (e.g. a ``git worktree`` of an older
+commit) and its corpus; ``--no-overfit`` leaves out the three overfit trainings
+(for changes that cannot touch them; say so when you report the comparison).
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ ALL = "not submission_file and not notebook"
 #: Gradebook columns that differ from run to run whatever the verdicts (time, temp folder).
 VOLATILE = {"seconds", "source"}
 TIMEOUTS: dict[str, float | None] = {}
+SKIP_OVERFIT = False
 
 
 def corpus(folder: Path) -> list[tuple[str, Path, str]]:
     """(name, module path, --only expression) for every submission."""
-    from tests import correct_variants, hostile, variants
+    from tests import correct_variants, hostile, variants  # from ROOT (--root)
 
     items: list[tuple[str, Path, str]] = []
 
@@ -75,7 +80,8 @@ def corpus(folder: Path) -> list[tuple[str, Path, str]]:
 def grade(name: str, path: Path, only: str) -> dict[str, list]:
     timeout = ["--timeout", str(TIMEOUTS[name])] if TIMEOUTS.get(name) else []
     run = subprocess.run(
-        [sys.executable, "-m", "grader.cli", "check", str(path), "--all", "--only", only,
+        [sys.executable, "-m", "grader.cli", "check", str(path), "--all", "--only",
+         f"({only}) and not overfit" if SKIP_OVERFIT and only == ALL else only,
          "--format", "json", *timeout], capture_output=True, text=True, cwd=ROOT,
         timeout=1800)
     try:
@@ -130,12 +136,21 @@ def main() -> int:
     rec = sub.add_parser("record")
     rec.add_argument("out", type=Path)
     rec.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    rec.add_argument("--root", type=Path, default=None,
+                     help="grade with this checkout's code and corpus (default: this one)")
+    rec.add_argument("--no-overfit", action="store_true",
+                     help="leave out the overfit trainings")
     cmp_ = sub.add_parser("compare")
     cmp_.add_argument("base", type=Path)
     cmp_.add_argument("new", type=Path)
     args = parser.parse_args()
     if args.command == "record":
-        record(args.out, args.jobs)
+        global ROOT, SKIP_OVERFIT
+        if args.root is not None:
+            ROOT = args.root.resolve()
+            sys.path.insert(0, str(ROOT))
+        SKIP_OVERFIT = args.no_overfit
+        record(args.out.resolve(), args.jobs)
         return 0
     return compare(args.base, args.new)
 

@@ -23,3 +23,4 @@ def test_alt_style_solution_scores_full_marks():
     rubric = load_rubric(include_slow=False)
     assert {c.id for c in result.checks} == set(rubric), "not every check ran"
     assert result.score == result.max_score == sum(e["points"] for e in rubric.values())
+    assert not [c.id for c in result.checks if c.diagnoses], "a mistake named in correct code"

@@ -197,11 +197,17 @@ def test_gradient_check_of_an_unfinished_function_says_not_implemented(tmp_path)
 
 
 def test_a_float32_constant_in_a_float64_check_is_named(tmp_path):
-    message = _message(
-        tmp_path, 'scores = torch.einsum("nh,nhp->np", prev_h, A_flat) / math.sqrt(H)',
-        'scores = torch.einsum("nh,nhp->np", prev_h, A_flat) / torch.sqrt('
-        'torch.tensor(H, dtype=torch.float32))', "dot_product_attention_hidden[float64]")
-    assert "float32 precision" in message and "course rel_error" in message, message
+    """The diagnosis names it first; the message still says how far off the values are."""
+    old = 'scores = torch.einsum("nh,nhp->np", prev_h, A_flat) / math.sqrt(H)'
+    new = ('scores = torch.einsum("nh,nhp->np", prev_h, A_flat) / torch.sqrt('
+           'torch.tensor(H, dtype=torch.float32))')
+    check = "dot_product_attention_hidden[float64]"
+    c = _checks(_write(tmp_path, reference_source().replace(old, new)), (check,))[check]
+    assert c.status == "failed", c
+    assert [d["id"] for d in c.diagnoses] == ["float32_in_float64"], c.diagnoses
+    assert c.feedback.startswith("Likely cause: This is what a float64 computation gives when "
+                                 "a float32 tensor enters it"), c.feedback
+    assert "course rel_error" in c.message, c.message
 
 
 def test_an_error_is_located_at_the_callers_line_too(tmp_path):

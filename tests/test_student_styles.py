@@ -57,3 +57,4 @@ def test_student_style_solution_gets_every_point(path: Path, graded):
     rubric = load_rubric(include_slow=False)
     assert {c.id for c in result.checks} == set(rubric)
     assert result.score == result.max_score == 100
+    assert not [c.diagnoses for c in result.checks if c.diagnoses], "a mistake named"

@@ -82,7 +82,7 @@ def check_grads(expect, grads: dict, what: str, tolerance: dict[str, float],
     ``outputs`` (what the function returned) are checked first: a missing output,
     not a cut graph, is then why no gradient arrived.
     """
-    from grader.harness.judging import CheckFailure, as_tensor
+    from grader.harness.judging import CheckFailure, as_tensor, within
 
     if outputs is not None:
         for i, out in enumerate(outputs if isinstance(outputs, (tuple, list)) else [outputs]):
@@ -90,6 +90,7 @@ def check_grads(expect, grads: dict, what: str, tolerance: dict[str, float],
     for name, grad in grads.items():
         label = name.removeprefix("param:")
         if grad is None:
+            expect.observe(f"grad_{label}", None, within(**tolerance))
             raise CheckFailure(f"{what}: no gradient reached {label}; the forward cuts the "
                                "autograd graph (detach, .data, .item(), torch.tensor(...) or "
                                "numpy on the way)")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from grader.diagnosis.diagnose import diagnose
 from grader.harness import plugin as plugin_module
 from grader.harness.client import Submission, grading_secrets
 from grader.harness.plugin import GradingPlugin, check_group, check_id, load_rubric
@@ -93,6 +94,8 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
         plugin.submission.close()
         plugin.submission.discard_launched()
     result.checks = sorted(plugin.results, key=lambda c: plugin.order.get(c.id, 0))
+    if not request.record:
+        diagnose(result.checks, plugin.notes, plugin.catalogue)
     result.isolation = list(plugin.submission.isolation)
     result.duration = round(time.monotonic() - start, 3)
     imported = plugin.submission.import_outcome

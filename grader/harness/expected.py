@@ -26,6 +26,8 @@ GENERATOR_VERSION = 2  # 2: safetensors + JSON instead of torch.save
 DEFINING_FILES = ["course/inputs.py", "course/encoder.py", "worker/probes.py",
                   "worker/values.py", "checks/inputs.py", "course/synthetic.py",
                   "course/data/encoder_synthetic.pt"]
+#: The misconceptions' mutations, beside the reference (instructors only).
+MUTATIONS = "misconceptions.toml"
 
 
 def default_hidden_path() -> Path:
@@ -62,8 +64,14 @@ def metadata(reference: Path, seeds: dict[str, list[int]]) -> dict[str, Any]:
         "torch": _torch_version(),
         "reference_sha256": sha256(reference),
         "catalogue_sha256": catalogue_checksum(),
+        "mutations_sha256": _mutations_checksum(reference),
         "seeds": {k: list(v) for k, v in sorted(seeds.items())},
     }
+
+
+def _mutations_checksum(reference: Path) -> str:
+    mutations = Path(reference).parent / MUTATIONS
+    return sha256(mutations) if mutations.is_file() else ""
 
 
 def _torch_version() -> str:
@@ -98,4 +106,6 @@ def staleness(path: Path, reference: Path) -> list[str]:
         reasons.append("the reference solution changed")
     if meta.get("catalogue_sha256") != catalogue_checksum():
         reasons.append("the check catalogue or its inputs changed")
+    if meta.get("mutations_sha256") != _mutations_checksum(reference):
+        reasons.append("the misconceptions' mutations changed")
     return reasons

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from grader.diagnosis import catalogue as misconceptions
+from grader.diagnosis import evidence
 from grader.harness import expected as ex
 from grader.harness.client import Submission
-from grader.harness.judging import CheckFailure, close, equal
+from grader.harness.judging import CheckFailure, Same, close, equal, identical, within
 from grader.harness.outcome import GraderLimit, WorkerFailure
 from grader.harness.request import GradingRequest
 from grader.results import CheckResult, Status
@@ -83,16 +85,28 @@ def check_location(item: pytest.Item) -> tuple[str, int]:
 
 
 class Expect:
-    """Compares with, or in record mode records, the expected values of one check."""
+    """Compares with, or in record mode records, the expected values of one check.
+
+    Every value a check compares passes through ``value`` (or ``observe``) with the
+    check's own comparison (``same``), so the same rule also holds it against each
+    known misconception's fingerprint (``grader.diagnosis``). When ``capgrade build``
+    fingerprints a misconception (``request.fingerprint``), the submission is the
+    mutated reference and what it computes is kept wherever it differs.
+    """
 
     def __init__(self, plugin: GradingPlugin, cid: str, visibility: str):
         self.cid, self.hidden = cid, visibility != "public"
         self.record = plugin.request.record
+        self.fingerprint = plugin.request.fingerprint
         self.plugin = plugin
+
+    @property
+    def kind(self) -> str:
+        return "hidden" if self.hidden else "public"
 
     def _values(self) -> dict[str, Any]:
         cache = self.plugin.expected
-        kind = "hidden" if self.hidden else "public"
+        kind = self.kind
         where = self.plugin.request.hidden_values() if self.hidden else ex.PUBLIC_PATH
         if kind not in cache:
             try:
@@ -104,19 +118,46 @@ class Expect:
                                      "from the instructors' reference/ (run `capgrade build`)")
         return cache[kind]
 
-    def value(self, key: str, actual: Any = None) -> Any:
-        """The expected value for ``key`` (recording ``actual`` as it in record mode)."""
+    def value(self, key: str, actual: Any = None, same: Same | None = None) -> Any:
+        """The expected value for ``key`` (recording ``actual`` as it in record mode).
+
+        ``same(actual, expected)`` is the check's own comparison; with it, the value is
+        also held against the misconceptions' fingerprints (or, when fingerprinting, kept).
+        """
         full = f"{self.cid}/{key}"
         if self.record:
             if isinstance(actual, np.ndarray):
                 actual = actual.copy()
-            self.plugin.recorded["hidden" if self.hidden else "public"][full] = actual
+            if self.fingerprint:
+                self.observe(key, actual, same or identical)
+            else:
+                self.plugin.recorded[self.kind][full] = actual
             return actual
         values = self._values()
         if full not in values:
             raise ex.ExpectedMissing(f"no expected value {full!r}: the expected values are "
                                      "stale, run `capgrade build`")
+        if same is not None:
+            self.observe(key, actual, same)
         return values[full]
+
+    def observe(self, key: str, actual: Any, same: Same) -> None:
+        """Hold ``actual`` against the fingerprints of ``key`` without judging it."""
+        full = f"{self.cid}/{key}"
+        if self.record:
+            if self.fingerprint:  # keep what the mutated reference computes where it differs
+                reference = self._values().get(full)
+                if full in self._values() and not evidence.safe_same(same, actual, reference):
+                    self.plugin.recorded[self.kind][
+                        evidence.fingerprint_key(self.fingerprint, full)] = actual
+            return
+        values = self._values()
+        if full not in values:
+            return
+        fingerprints = self.plugin.fingerprints(self.kind, values).get(self.cid, {})
+        notes = self.plugin.notes.setdefault(self.cid, {})
+        evidence.observe(notes, key, actual, values[full], same, fingerprints,
+                         self.plugin.catalogue)
 
     def close(self, key: str, actual: Any, what: str, rtol: float, atol: float,
               check_dtype: bool = True) -> float:
@@ -124,17 +165,17 @@ class Expect:
 
         if self.record:
             actual = as_tensor(actual, what)
-        return close(actual, self.value(key, actual), what, rtol, atol, self.hidden,
-                     check_dtype=check_dtype)
+        same = within(rtol, atol, check_dtype)
+        # A float32 value inside float64 is named by the diagnosis (grader.diagnosis), not here.
+        return close(actual, self.value(key, actual, same), what, rtol, atol, self.hidden,
+                     check_dtype=check_dtype, hint=False)
 
     def equal(self, key: str, actual: Any, what: str) -> None:
         from grader.harness.judging import as_tensor
 
         if self.record:
             actual = as_tensor(actual, what)
-        equal(actual, self.value(key, actual), what, self.hidden)
-
-
+        equal(actual, self.value(key, actual, identical), what, self.hidden)
 
 
 class GradingPlugin:
@@ -151,6 +192,17 @@ class GradingPlugin:
         self.submission: Submission | None = None  # the worker proxy, once started
         #: Check id -> its place in the catalogue (results are reported in that order).
         self.order: dict[str, int] = {}
+        #: What each check's values say about each misconception ({check: {mid: words}}).
+        self.notes: dict[str, dict[str, list[str]]] = {}
+        self.catalogue = misconceptions.load()
+        self._fingerprints: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+
+    def fingerprints(self, kind: str, values: dict[str, Any]
+                     ) -> dict[str, dict[str, dict[str, Any]]]:
+        """The misconceptions' fingerprints stored with the ``kind`` expected values."""
+        if kind not in self._fingerprints:
+            self._fingerprints[kind] = evidence.by_check(values)
+        return self._fingerprints[kind]
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.addinivalue_line("markers", "points(n): points of a check (from the rubric)")

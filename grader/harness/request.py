@@ -43,6 +43,9 @@ class GradingRequest:
     notebook_out: Path | None = None
     # `capgrade build`: record the submission's outputs as the expected values instead.
     record: bool = False
+    # With record: the submission is the reference with this misconception's mutation in
+    # it; keep what it computes where it differs from the recorded values (its fingerprint).
+    fingerprint: str = ""
     # Show pytest's own output (for debugging the catalogue).
     verbose: bool = False
 

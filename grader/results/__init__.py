@@ -77,6 +77,9 @@ class CheckResult:
     #: Not a verdict: the grading machine ran out of this ("memory", "time", "cpu",
     #: "deadline"), so the check is an error and the submission must be regraded.
     regrade: str = ""
+    #: Known mistakes whose values this check saw (``grader.diagnosis``): each a dict with
+    #: ``id`` (the misconception), ``confidence`` (0 to 1) and ``text`` (for the student).
+    diagnoses: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -87,6 +90,12 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def feedback(self) -> str:
+        """What a student reads: the named mistakes first, then the check's message."""
+        return "\n".join([d["text"] for d in self.diagnoses] + ([self.message] if self.message
+                                                                 else []))
 
     @property
     def counts_against(self) -> bool:

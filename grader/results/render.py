@@ -117,7 +117,7 @@ def build_table(result: SubmissionResult, compact: bool = False) -> Group:
                            Text(f"{score}/{_num(c.max_score)}")]
         if measured:
             row.append(_error_vs_tolerance(c))
-        row.append(Text(first_line(c.message) if compact else clean(c.message).strip()))
+        row.append(Text(first_line(c.feedback) if compact else clean(c.feedback).strip()))
         table.add_row(*row)
 
     counts = result.counts()
@@ -204,7 +204,7 @@ def _test_output(c: CheckResult) -> str:
         lines.append("error: the check could not judge this function")
     if c.advisory:
         lines.append("advisory check: worth no points, never a failure")
-    msg = clean(c.message).strip()
+    msg = clean(c.feedback).strip()  # a named mistake first, then the check's message
     if msg:
         lines.append(msg)
     measured = _measured(c)
@@ -407,8 +407,8 @@ def render_junit(result: SubmissionResult) -> str:
             _prop(props, prefix + "tolerance", c.tolerance)
         if c.status in ("failed", "error"):
             tag = "failure" if c.status == "failed" else "error"
-            body = "\n".join(x for x in (clean(c.message).strip(), _measured(c)) if x)
-            el = ET.SubElement(case, tag, message=first_line(c.message), type=c.status)
+            body = "\n".join(x for x in (clean(c.feedback).strip(), _measured(c)) if x)
+            el = ET.SubElement(case, tag, message=first_line(c.feedback), type=c.status)
             el.text = body
         elif c.status == "skipped":
             el = ET.SubElement(case, "skipped")
@@ -494,7 +494,7 @@ def render_markdown(result: SubmissionResult) -> str:
     if ran:
         lines += ["| check | status | points | message |", "|---|---|---|---|"]
         lines += [f"| `{c.id}` | {_MARKS.get(c.status, c.status)} | {_num(c.score)} / "
-                  f"{_num(c.max_score)} | {_md_cell(c.message)} |" for c in ran]
+                  f"{_num(c.max_score)} | {_md_cell(c.feedback)} |" for c in ran]
     return "\n".join(lines)
 
 

@@ -59,8 +59,70 @@ def export(store: Store, out: Path) -> dict[str, Path]:
                                               encoding="utf-8")
     summary = _summary(rows, results, check_ids)
     paths["summary"].write_text(json.dumps(summary, indent=2, sort_keys=True))
+    paths["misconceptions"] = out / "misconceptions.md"
+    paths["misconceptions"].write_text(misconceptions_markdown(summary), encoding="utf-8")
     paths.update(_plots(rows, results, check_ids, out))
+    paths["misconceptions_chart"] = _misconceptions_chart(summary, out)
     return paths
+
+
+def _mistakes(result: dict | None) -> set[str]:
+    """The misconceptions named anywhere in one submission's result."""
+    return {d["id"] for c in (result or {}).get("checks", []) for d in c.get("diagnoses", [])}
+
+
+def _misconception_counts(rows: list, results: dict[str, Any]) -> dict[str, Any]:
+    """Per misconception: how many graded students made it (most common first)."""
+    from grader.diagnosis.catalogue import load
+
+    catalogue = load()
+    graded = [r["student"] for r in rows if r["status"] == "graded"]
+    counts: dict[str, int] = {}
+    for student in graded:
+        for mid in _mistakes(results.get(student)):
+            counts[mid] = counts.get(mid, 0) + 1
+    out = {}
+    for mid, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        entry = catalogue.get(mid)
+        out[mid] = {"students": n, "share": round(n / len(graded), 4),
+                    "name": entry.name if entry else mid,
+                    "function": entry.function if entry else ""}
+    return out
+
+
+def misconceptions_markdown(summary: dict[str, Any]) -> str:
+    """What to re-teach: the named mistakes, most common first."""
+    found = summary["misconceptions"]
+    graded = summary["statuses"].get("graded", 0)
+    lines = [f"# Mistakes named in {graded} graded submissions", "",
+             "Each is a known misconception (grader/diagnosis/catalogue.toml, "
+             "docs/misconceptions.md) that the checks recognised from the values the code "
+             "computed. A submission counts once per mistake.", ""]
+    if not found:
+        return "\n".join(lines + ["No known mistake was recognised.", ""])
+    lines += ["| mistake | where | students | share |", "|---|---|---|---|"]
+    lines += [f"| {v['name']} (`{mid}`) | `{v['function']}` | {v['students']} | "
+              f"{100 * v['share']:.0f}% |" for mid, v in found.items()]
+    return "\n".join(lines + [""])
+
+
+def _misconceptions_chart(summary: dict[str, Any], out: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    path = out / "misconceptions.png"
+    found = summary["misconceptions"]
+    names = [v["name"] for v in found.values()]
+    fig = Figure(figsize=(7, max(2.5, 0.3 * len(names) + 1)))
+    ax = fig.add_subplot()
+    ax.barh(range(len(names)), [v["students"] for v in found.values()])
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("students")
+    ax.set_title("Known mistakes named by the checks" if names else
+                 "No known mistake was recognised")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[str, Any]:
@@ -88,6 +150,7 @@ def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[
                   "max_score": max((r["max_score"] for r in graded), default=None)},
         "pass_rate": pass_rate,
         "advisories": dict(sorted(advisories.items())),
+        "misconceptions": _misconception_counts(rows, results),
         "seconds": {"total": round(sum(r["seconds"] for r in rows), 2),
                     "per_submission": {r["student"]: round(r["seconds"], 2) for r in rows}},
     }
@@ -111,7 +174,7 @@ def feedback_html(student: str, status: str, message: str, result: dict | None) 
     parts.append("<table><tr><th>check</th><th>status</th><th>score</th><th>message</th></tr>")
     for c in visible.checks:
         parts.append(f"<tr><td>{esc(c.id)}</td><td class='{esc(c.status)}'>{esc(c.status)}</td>"
-                     f"<td>{c.score:g} / {c.max_score:g}</td><td>{esc(c.message)}</td></tr>")
+                     f"<td>{c.score:g} / {c.max_score:g}</td><td>{esc(c.feedback)}</td></tr>")
     parts.append("</table></body></html>")
     return "".join(parts)
 

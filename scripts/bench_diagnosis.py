@@ -1,0 +1,66 @@
+"""The time diagnosis adds to `capgrade check --all` (a benchmark, not a test).
+
+Runs the real command line on the same submissions with the code of two commits,
+alternating old and new so that both see the same machine load: ``--old`` (a
+commit before the misconception catalogue; checked out in a temporary git
+worktree, run with this venv's Python) and the working tree. Prints the median
+wall time of each, and their difference.
+
+    .venv/bin/python scripts/bench_diagnosis.py --old e45e82b --repeat 3 [SUBMISSION ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = ["reference/rnn_lstm_captioning.py", "tests/solutions/buggy/b09_gates_ifgo.py",
+           "tests/solutions/buggy/b15_g_sigmoid_loss_sum.py"]
+
+
+def timed(cwd: Path, submission: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "check", str(submission), "--all",
+                           "--format", "json"], cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 1):  # 1: some check failed, as expected for buggy code
+        sys.exit(f"capgrade check failed in {cwd} ({done.returncode}):\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("submissions", nargs="*", default=DEFAULT)
+    parser.add_argument("--old", required=True, help="the commit to compare with")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    subs = [(ROOT / s).resolve() for s in args.submissions]
+    with tempfile.TemporaryDirectory(prefix="capgrade-old-") as tmp:
+        old = Path(tmp) / "old"
+        subprocess.run(["git", "worktree", "add", "--detach", str(old), args.old], cwd=ROOT,
+                       check=True, capture_output=True)
+        try:
+            times: dict[tuple[str, str], list[float]] = {}
+            for _ in range(args.repeat):
+                for sub in subs:
+                    for label, cwd in (("old", old), ("new", ROOT)):
+                        times.setdefault((label, sub.name), []).append(timed(cwd, sub))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
+                           check=False, capture_output=True)
+    print(f"| submission | old ({args.old}) median s | new median s | added s |")
+    print("|---|---|---|---|")
+    for sub in subs:
+        o = statistics.median(times[("old", sub.name)])
+        n = statistics.median(times[("new", sub.name)])
+        print(f"| {sub.name} | {o:.1f} | {n:.1f} | {n - o:+.1f} |")
+
+
+if __name__ == "__main__":
+    main()
