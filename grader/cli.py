@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from grader.authoring.stubgen import StubError, build_stub
 from grader.contract import MODULE_FILE
@@ -332,6 +333,7 @@ def _grade(args: argparse.Namespace) -> int:
                   f"{summary.seconds:.1f} s")
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
     console.print(f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out / 'students'}")
+    _print_mistakes(console, args.out)
     from grader.batch.grading import NEEDS_REGRADE
 
     if summary.statuses.get(NEEDS_REGRADE):
@@ -340,6 +342,19 @@ def _grade(args: argparse.Namespace) -> int:
                       "their gradebook rows say which checks). Run the same command again with "
                       "fewer --workers or on a bigger machine: they are graded again.")
     return _grade_exports(args)
+
+
+def _print_mistakes(console: Any, out: Path) -> None:
+    """The most common named mistakes of the class (from summary.json), if any."""
+    import json
+
+    try:
+        found = json.loads((out / "summary.json").read_text()).get("misconceptions", {})
+    except (OSError, ValueError):
+        return
+    if found:
+        top = ", ".join(f"{v['name']} ({v['students']})" for v in list(found.values())[:5])
+        console.print(f"most common known mistakes: {top}; all in {out / 'misconceptions.md'}")
 
 
 def _grade_exports(args: argparse.Namespace) -> int:

@@ -112,12 +112,20 @@ def test_reports_are_exported_from_the_store(mixed):
     assert summary["submissions"] == 10
     assert summary["statuses"] == {"graded": 7, "missing-files": 1, "could-not-grade": 2}
     assert summary["pass_rate"]["rnn_step_forward_public"] == pytest.approx(3 / 7, abs=1e-3)
-    for name in ("score_histogram.png", "pass_rate.png", "time_per_submission.png"):
+    for name in ("score_histogram.png", "pass_rate.png", "time_per_submission.png",
+                 "misconceptions.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # What to re-teach: the buggy submission's mistake, named once for the one student.
+    assert summary["misconceptions"] == {"rnn_step_no_tanh": {
+        "students": 1, "share": round(1 / 7, 4), "name": "RNN step without tanh",
+        "function": "rnn_step_forward"}}
+    assert "| RNN step without tanh (`rnn_step_no_tanh`) | `rnn_step_forward` | 1 | 14% |" in (
+        out / "misconceptions.md").read_text()
     good = json.loads((out / "students" / "good" / "results.json").read_text())
     assert good["status"] == "graded" and good["result"]["score"] == good["result"]["max_score"]
     feedback = (out / "students" / "buggy" / "feedback.html").read_text()
     assert "rnn_step_forward_public" in feedback and "details withheld" in feedback
+    assert "Likely cause: This is what a vanilla RNN step computes when it forgets" in feedback
     db = sqlite3.connect(out / "grades.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT COUNT(*) FROM grades").fetchone()[0] == 10

@@ -127,6 +127,9 @@ def build_table(result: SubmissionResult, compact: bool = False) -> Group:
                 for s in STATUSES], ", "),
     )
     parts: list[Any] = [table, totals]
+    if compact:  # the table keeps one line per check: the named mistakes in full below it
+        parts += [Text(f"{clean(c.id)}: {clean(d['text'])}", style="yellow")
+                  for c in result.checks for d in c.diagnoses]
     if result.status != "graded":
         parts.append(Text(f"grading {result.status}: {first_line(result.message)}",
                           style="bold red"))
