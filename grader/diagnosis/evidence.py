@@ -68,9 +68,9 @@ def observe(notes: dict[str, list[str]], key: str, actual: Any, expected: Any, s
     for mid, keys in fingerprints.items():
         if mid not in catalogue:
             continue  # a fingerprint of an entry since removed from the catalogue
-        if key in keys:
-            word = ("hit" if safe_same(same, actual, keys[key]) else
-                    "spared" if right else "other")
+        if key in keys:  # a fingerprint differs from the expected value by construction
+            word = ("spared" if right else
+                    "hit" if safe_same(same, actual, keys[key]) else "other")
         else:
             word = "right" if right else "unexplained"
         notes.setdefault(mid, []).append(word)
