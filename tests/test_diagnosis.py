@@ -258,6 +258,9 @@ def _relevant(mids: frozenset[str]) -> str | None:
     rubric = load_rubric(include_slow=False)
     touched = {cid for cid, by_mid in stored.items() if mids & set(by_mid)}
     targets = {rubric[cid].get("target") for cid in touched}
+    # ... and the home functions of the mistakes that could match there too (their own
+    # checks are what tells them apart: the loss vs CaptioningRNN not passing ignore_index)
+    targets |= {ENTRIES[m].function for cid in touched for m in stored[cid] if m in ENTRIES}
     return only_expression(sorted(cid for cid, e in rubric.items()
                                   if e.get("target") in targets))
 
