@@ -23,7 +23,8 @@ def ref() -> ModuleType:
 
 
 #: Test modules that grade whole submissions in sandboxed workers: minutes each.
-SLOW_MODULES = {"test_alt_style", "test_batch", "test_bug_variants", "test_gradescope",
+SLOW_MODULES = {"test_alt_style", "test_batch", "test_bug_variants", "test_forkserver",
+                "test_gradescope",
                 "test_hostile", "test_notebook", "test_overfit", "test_real_grades",
                 "test_release", "test_student_styles", "test_warm"}
 

@@ -29,6 +29,7 @@ from grader.harness.client import read_loss_file
 from grader.harness.judging import CheckFailure
 from grader.harness.outcome import GraderLimit
 from grader.notebook import runner as notebook_runner
+from grader.sandbox import forkserver
 
 #: Relative tolerance between the notebook's losses and the grader's re-run.
 #: Both run the same code with the same thread count on one machine, so they agree
@@ -44,6 +45,7 @@ def notebook_run(grading, secrets, submission) -> notebook_runner.NotebookReport
     if submission is not None:  # one torch at a time: the kernel never runs beside a worker
         submission.close()
         submission.discard_launched()
+    forkserver.shutdown()  # its torch too; the checks after the notebook start a new one
     module = grading.submission.resolve()
     notebook = grading.notebook_path or module.parent / notebook_runner.NOTEBOOK_NAME
     kept = grading.notebook_out

@@ -24,7 +24,7 @@ from typing import Any
 from grader import sandbox
 from grader.harness.outcome import GraderLimit, Outcome, WorkerFailure
 from grader.protocol import ErrorInfo, Op, ProtocolError, Reply, Request
-from grader.sandbox import resources
+from grader.sandbox import forkserver, resources
 
 IMPORT_TIMEOUT = 120.0
 CALL_TIMEOUT = 15.0
@@ -54,7 +54,14 @@ class Submission:
     # -- lifecycle -----------------------------------------------------------------
 
     def launch(self) -> None:
-        """Start the worker now (Python, torch), to import the submission when a check asks."""
+        """Start the worker now (Python, torch), to import the submission when a check asks.
+
+        With the fork server, start that (if it is not running): the fork itself
+        takes milliseconds when a check asks.
+        """
+        if forkserver.enabled():
+            forkserver.get()
+            return
         if self._launched is None and self._worker is None:
             self._launched = (_take_warm(self.cuda, self.secrets)
                               or _Worker.launch(self.cuda, self.secrets))
@@ -204,7 +211,8 @@ def _exit_signal(code: int) -> int:
 class _Watch:
     """What the host said before a request, to tell afterwards whose fault a failure was."""
 
-    def __init__(self, proc: subprocess.Popen | None):
+    def __init__(self, proc: subprocess.Popen | forkserver.ForkedProcess | None):
+        self.proc = proc
         self.pid = proc.pid if proc is not None else None
         self.oom = resources.oom_kills()
         self.usage = resources.tree_usage(self.pid)
@@ -232,6 +240,9 @@ class _Watch:
         if resources.killed_for_memory(self.oom):
             return GraderLimit("memory", f"the kernel's out-of-memory killer stopped the "
                                f"worker while {doing}; machine: {resources.describe_host()}")
+        if isinstance(self.proc, forkserver.ForkedProcess) and not self.proc.server.alive():
+            # A fork server takes its workers with it (PR_SET_PDEATHSIG).
+            return GraderLimit("grader", f"the grader's fork server stopped while {doing}")
         return None
 
 
@@ -319,29 +330,45 @@ class _Worker:
 
     @classmethod
     def launch(cls, cuda: bool, secrets: tuple[Path, ...]) -> _Worker:
+        """A worker forked by this process's fork server, or (off, or it failed) a new Python."""
         worker = cls(cuda, secrets)
-        command = worker.sandbox.command(
-            [sys.executable, "-m", "grader.worker.process", "--request-fd", "{request}",
-             "--reply-fd", "{reply}"])
         req_read, req_write = os.pipe()
         rep_read, rep_write = os.pipe()
-        command = [a.format(request=req_read, reply=rep_write) if a.startswith("{") else a
-                   for a in command]
-        worker.proc = subprocess.Popen(
-            command,
-            pass_fds=(req_read, rep_write),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=worker.stderr,  # student output is captured inside the worker
-            cwd=worker.home,
-            env=worker.sandbox.environment(),
-            start_new_session=True,
-        )
-        os.close(req_read)
-        os.close(rep_write)
+        try:
+            if forkserver.enabled():
+                try:
+                    worker.proc = worker._fork(req_read, rep_write)
+                except forkserver.ForkServerError as exc:
+                    _fork_failed(exc)
+            if worker.proc is None:
+                worker.proc = worker._exec(req_read, rep_write)
+        finally:
+            os.close(req_read)
+            os.close(rep_write)
         worker.requests = Connection(req_write, readable=False)
         worker.replies = Connection(rep_read, writable=False)
         return worker
+
+    def _fork(self, request: int, reply: int) -> forkserver.ForkedProcess:
+        flags, options = self.sandbox.plan(forked=True)
+        spec = {"env": self.sandbox.environment(), "cwd": str(self.home), "launch": options,
+                "unshare": list(flags) if flags is not None else None}
+        return forkserver.get().spawn(spec, [request, reply, self.stderr.fileno()])
+
+    def _exec(self, request: int, reply: int) -> subprocess.Popen:
+        command = self.sandbox.command(
+            [sys.executable, "-m", "grader.worker.process", "--request-fd", str(request),
+             "--reply-fd", str(reply)])
+        return subprocess.Popen(
+            command,
+            pass_fds=(request, reply),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,  # student output is captured inside the worker
+            cwd=self.home,
+            env=self.sandbox.environment(),
+            start_new_session=True,
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -355,6 +382,14 @@ class _Worker:
             self.proc = None
         self.stderr.close()
         self.tmp.cleanup()
+
+
+def _fork_failed(exc: Exception) -> None:
+    """This worker starts as a new Python (slower, same grades); say so, and when it is for good."""
+    off = forkserver.failed()
+    print(f"capgrade: the fork server failed ({str(exc)[:300]}); this worker starts as a new "
+          "Python instead (slower, same grades)"
+          + ("; so will all the next ones" if off else ""), file=sys.stderr)
 
 
 _KEEP_WARM = False
@@ -390,6 +425,8 @@ def discard_warm() -> None:
 
 def _take_warm(cuda: bool, secrets: tuple[Path, ...]) -> _Worker | None:
     global _WARM
+    if forkserver.enabled():
+        return None  # a fork is as quick as a spare, and holds no second torch
     worker, _WARM = _WARM, None
     if worker is not None and (worker.key != (cuda, tuple(secrets)) or not worker.alive()):
         worker.close()
@@ -405,6 +442,9 @@ def prepare_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
 def _start_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
     global _WARM
     discard_warm()
+    if forkserver.enabled():
+        forkserver.get()  # imports torch now, beside whatever else this process does
+        return
     _WARM = _Worker.launch(cuda, tuple(secrets))
 
 

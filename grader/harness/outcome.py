@@ -18,7 +18,8 @@ class WorkerFailure(Exception):
 
 #: What a grading machine can run out of, and the words a message uses for it.
 RESOURCES = {"memory": "memory", "time": "CPU time (the machine was too slow or too busy)",
-             "cpu": "its CPU-time limit", "deadline": "time before the autograder's deadline"}
+             "cpu": "its CPU-time limit", "deadline": "time before the autograder's deadline",
+             "grader": "a working grader process (one of the grader's own processes stopped)"}
 
 
 class GraderLimit(WorkerFailure):

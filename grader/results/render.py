@@ -293,7 +293,8 @@ def gradescope_dict(result: SubmissionResult, hidden_as: str | None = None) -> d
 
 
 #: What the grading machine ran out of, in words.
-_RAN_OUT = {"memory": "memory", "time": "CPU time", "cpu": "CPU time", "deadline": "time"}
+_RAN_OUT = {"memory": "memory", "time": "CPU time", "cpu": "CPU time", "deadline": "time",
+            "grader": "a working grader process"}
 
 
 def ran_out_words(result: SubmissionResult) -> str:
@@ -306,7 +307,9 @@ def ran_out_words(result: SubmissionResult) -> str:
 _RAISE = {"memory": "the autograder's memory",
           "time": "the autograder's CPUs (or run fewer submissions at once)",
           "cpu": "the sandbox's CPU-time limit (CAPGRADE_SANDBOX_CPU)",
-          "deadline": "the autograder's timeout and CPUs (and `capgrade gradescope --deadline`)"}
+          "deadline": "the autograder's timeout and CPUs (and `capgrade gradescope --deadline`)",
+          "grader": "nothing: a grader process (the fork server) stopped; regrade, and report "
+                    "it if it happens again"}
 
 
 def limits_note(result: SubmissionResult) -> str:

@@ -275,7 +275,23 @@ class Sandbox:
 
         ``chown``: more paths (besides ``home``) the unprivileged user must own.
         """
+        flags, launch = self.plan(chown)
+        launch = [sys.executable, "-m", "grader.sandbox.launch", *launch]
+        if flags is not None:
+            launch = ["unshare", *flags, *launch]
+        return [*launch, "--", *argv]
+
+    def plan(self, chown: Iterable[Path] = (), forked: bool = False
+             ) -> tuple[tuple[str, ...] | None, list[str]]:
+        """(``unshare`` flags or None, ``grader.sandbox.launch`` options); records the layers.
+
+        ``forked``: the process will be a fork of the fork server rather than a new
+        Python (``grader.sandbox.forkserver``); the same layers, entered the same way.
+        """
         self.layers = list(BASE_LAYERS)
+        if forked:
+            self.layers.append("forked from the grader's fork server (Python and torch "
+                               "preloaded, no student code), then confined")
         secrets = [str(p) for p in self.secrets if p.exists()]
         ids = unprivileged_ids()
         flags = namespace_flags()
@@ -289,8 +305,7 @@ class Sandbox:
         pairs = self.limits.pairs(self.cuda, processes) if linux else []
         if pairs:
             self.layers.append(self.limits.describe(self.cuda, processes is not None))
-        launch = [sys.executable, "-m", "grader.sandbox.launch"]
-        launch += [f"--limit={p}" for p in pairs]
+        launch = [f"--limit={p}" for p in pairs]
         if ids is not None:
             launch += [f"--uid={ids[0]}", f"--gid={ids[1]}"]
             launch += [f"--chown={p}" for p in (self.home, *chown)]
@@ -304,7 +319,6 @@ class Sandbox:
                             "mount namespace (only the system, Python, the venv and grader/ "
                             "visible; secrets covered)",
                             "PID namespace (host processes invisible; all die with it)"]
-            launch = ["unshare", *flags, *launch]
         else:
             self.layers.append("no namespaces on this host: sockets, new processes and signals "
                                "refused by an audit hook instead")
@@ -319,7 +333,7 @@ class Sandbox:
             Path(s)))]
         if visible:
             self.layers.append("WARNING: secrets readable from the sandbox: " + ", ".join(visible))
-        return [*launch, "--", *argv]
+        return flags, launch
 
     def kill(self, pid: int | None) -> None:
         """Kill the sandbox led by ``pid``, and wait until its processes are gone.

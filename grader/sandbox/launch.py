@@ -18,6 +18,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from grader.sandbox import apply_limits
 
@@ -25,6 +27,16 @@ from grader.sandbox import apply_limits
 def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.PIPE)
+
+
+def make_private() -> None:
+    """``unshare(1)``'s default propagation: no mount made in here shows outside."""
+    _mount("--make-rprivate", "/")
+
+
+def mount_proc() -> None:
+    """A ``/proc`` of this PID namespace (``unshare --mount-proc``), for its pid 1 to call."""
+    _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", "/proc")
 
 
 def hide(path: str) -> None:
@@ -68,7 +80,7 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
     os.lchown(path, uid, gid)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hide", action="append", default=[], help="a secret path")
     parser.add_argument("--reveal", action="append", default=[], metavar="DIR:ENTRY[:ENTRY]")
@@ -82,10 +94,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uid", type=int, default=None)
     parser.add_argument("--gid", type=int, default=None)
     parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("no command to run")
+    return parser
+
+
+def enter(args: argparse.Namespace) -> None:
+    """Mounts, ownership, limits, then the unprivileged user for good: the sandbox's inside.
+
+    Shared by both ways a sandbox starts: this module run by ``unshare`` before
+    an exec, and a child of the fork server (``grader.sandbox.forkserver``).
+    """
     try:
         for spec in args.reveal:
             blocked, *entries = spec.split(":")
@@ -100,30 +117,42 @@ def main(argv: list[str] | None = None) -> None:
                 hide(path)
     except subprocess.CalledProcessError as exc:
         raise SystemExit(f"capgrade sandbox: mount failed: {exc.stderr.decode()[:300]}") from None
+    gid = args.gid if args.gid is not None else args.uid
     if args.uid is not None:
-        gid = args.gid if args.gid is not None else args.uid
         for path in args.chown:
             _chown_tree(path, args.uid, gid)
     apply_limits(args.limit)
     if args.uid is not None:
         drop_to(args.uid, gid)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli = parser()
+    args = cli.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        cli.error("no command to run")
+    enter(args)
     sys.stdout.flush()
     if os.getpid() == 1:
         # A host pid means nothing in here; ipykernel would take its absence for a dead parent.
         os.environ.pop("JPY_PARENT_PID", None)
-        init(command)
+        init(lambda: os.execvp(command[0], command))
     os.execvp(command[0], command)
 
 
-def init(command: list[str]) -> None:
-    """Stay as the PID namespace's init: run COMMAND as pid 2, reap, exit with its status.
+def init(start: Callable[[], object]) -> NoReturn:
+    """Stay as the PID namespace's init: ``start()`` runs as pid 2; reap, exit with its status.
 
-    The kernel ignores signals sent to its init from inside, so COMMAND must not
-    be pid 1 or a student's ``os.kill(os.getpid(), 9)`` would do nothing.
+    The kernel ignores signals sent to its init from inside, so the worker must
+    not be pid 1 or a student's ``os.kill(os.getpid(), 9)`` would do nothing.
     """
     child = os.fork()
     if child == 0:
-        os.execvp(command[0], command)
+        try:
+            start()  # execs, or runs the worker and leaves with os._exit
+        finally:
+            os._exit(70)
     # A kernel interrupt is SIGINT to the whole process group: it is for the child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:

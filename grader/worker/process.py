@@ -31,6 +31,7 @@ import os
 import sys
 import traceback
 from multiprocessing.connection import Connection
+from typing import NoReturn
 
 from grader.contract import MODULE_NAME as STUDENT_MODULE
 from grader.protocol import ErrorInfo, Op, ProtocolError, Reply, Request
@@ -247,11 +248,12 @@ def broker(requests: Connection, replies: Connection, to_student: Connection,
             return True
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--request-fd", type=int, required=True)
-    parser.add_argument("--reply-fd", type=int, required=True)
-    args = parser.parse_args()
+def preload() -> None:
+    """Import everything a worker needs before any submission: torch and the worker's code.
+
+    A fork server (``grader.sandbox.forkserver``) does this once and forks
+    workers that have it all already.
+    """
     import torch  # noqa: F401 - imported once, before the fork, and shared
 
     # Everything importing a submission needs, so a warm worker has it all loaded.
@@ -259,11 +261,14 @@ def main() -> None:
     from grader.course import encoder  # noqa: F401
     from grader.worker import forbidden, probes  # noqa: F401
 
+
+def run(request_fd: int, reply_fd: int) -> NoReturn:
+    """Be the broker on these pipes and fork the student process; exit as it did."""
     down_read, down_write = os.pipe()
     up_read, up_write = os.pipe()
     student = os.fork()
     if student == 0:
-        for fd in (args.request_fd, args.reply_fd, down_write, up_read):
+        for fd in (request_fd, reply_fd, down_write, up_read):
             os.close(fd)
         install_guards()
         serve(Connection(down_read, writable=False),
@@ -273,7 +278,7 @@ def main() -> None:
             os.close(fd)
         _undumpable()
         student_gone = broker(
-            Connection(args.request_fd, writable=False), Connection(args.reply_fd, readable=False),
+            Connection(request_fd, writable=False), Connection(reply_fd, readable=False),
             Connection(down_write, readable=False), Connection(up_read, writable=False))
         if not student_gone:
             os.kill(student, 9)
@@ -284,6 +289,15 @@ def main() -> None:
     # Skip interpreter teardown: student objects' __del__ must not run after us.
     sys.stdout.flush()
     os._exit(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--request-fd", type=int, required=True)
+    parser.add_argument("--reply-fd", type=int, required=True)
+    args = parser.parse_args()
+    preload()
+    run(args.request_fd, args.reply_fd)
 
 
 if __name__ == "__main__":
