@@ -15,11 +15,13 @@ hand-in checks, which need a notebook and a loss file; ``tests/test_notebook.py`
 covers those). The recording is ``{submission: {check: [status, score]}}``.
 
     python scripts/verdicts.py record out.json [--jobs 2] [--root DIR] [--no-overfit]
+                                  [--only-overfit] [--match REGEX]
     python scripts/verdicts.py compare base.json new.json
 
 ``--root`` grades with another checkout's code (e.g. a ``git worktree`` of an older
 commit) and its corpus; ``--no-overfit`` leaves out the three overfit trainings
-(for changes that cannot touch them; say so when you report the comparison).
+(for changes that cannot touch them; say so when you report the comparison);
+``--only-overfit`` grades only those, ``--match`` only the submissions named so.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,8 @@ ALL = "not submission_file and not notebook"
 VOLATILE = {"seconds", "source"}
 TIMEOUTS: dict[str, float | None] = {}
 SKIP_OVERFIT = False
+ONLY_OVERFIT = False
+MATCH = ""
 
 
 def corpus(folder: Path) -> list[tuple[str, Path, str]]:
@@ -79,9 +84,12 @@ def corpus(folder: Path) -> list[tuple[str, Path, str]]:
 
 def grade(name: str, path: Path, only: str) -> dict[str, list]:
     timeout = ["--timeout", str(TIMEOUTS[name])] if TIMEOUTS.get(name) else []
+    if ONLY_OVERFIT:
+        only = "overfit"
+    elif SKIP_OVERFIT and only == ALL:
+        only = f"({only}) and not overfit"
     run = subprocess.run(
-        [sys.executable, "-m", "grader.cli", "check", str(path), "--all", "--only",
-         f"({only}) and not overfit" if SKIP_OVERFIT and only == ALL else only,
+        [sys.executable, "-m", "grader.cli", "check", str(path), "--all", "--only", only,
          "--format", "json", *timeout], capture_output=True, text=True, cwd=ROOT,
         timeout=1800)
     try:
@@ -103,7 +111,8 @@ def demo(folder: Path) -> dict[str, dict[str, list]]:
 
 def record(out: Path, jobs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="capgrade-verdicts-") as tmp:
-        items = corpus(Path(tmp))
+        items = [i for i in corpus(Path(tmp)) if re.search(MATCH, i[0])
+                 and not (ONLY_OVERFIT and i[2] != ALL)]
         verdicts: dict[str, dict[str, list]] = {}
         with ThreadPoolExecutor(jobs) as pool:
             for (name, _, _), result in zip(items, pool.map(lambda i: grade(*i), items),
@@ -111,7 +120,8 @@ def record(out: Path, jobs: int) -> None:
                 verdicts[name] = result
                 print(f"{name}: {sum(v[0] == 'passed' for v in result.values())}/"
                       f"{len(result)} passed", flush=True)
-        verdicts.update(demo(Path(tmp)))
+        if not ONLY_OVERFIT and MATCH == "":
+            verdicts.update(demo(Path(tmp)))
     out.write_text(json.dumps(verdicts, indent=1, sort_keys=True))
     print(f"wrote {out}: {len(verdicts)} submissions")
 
@@ -140,16 +150,20 @@ def main() -> int:
                      help="grade with this checkout's code and corpus (default: this one)")
     rec.add_argument("--no-overfit", action="store_true",
                      help="leave out the overfit trainings")
+    rec.add_argument("--only-overfit", action="store_true",
+                     help="only the overfit trainings (of the submissions graded with --all)")
+    rec.add_argument("--match", default="", metavar="REGEX",
+                     help="only the submissions whose name matches (no demo class)")
     cmp_ = sub.add_parser("compare")
     cmp_.add_argument("base", type=Path)
     cmp_.add_argument("new", type=Path)
     args = parser.parse_args()
     if args.command == "record":
-        global ROOT, SKIP_OVERFIT
+        global ROOT, SKIP_OVERFIT, ONLY_OVERFIT, MATCH
         if args.root is not None:
             ROOT = args.root.resolve()
             sys.path.insert(0, str(ROOT))
-        SKIP_OVERFIT = args.no_overfit
+        SKIP_OVERFIT, ONLY_OVERFIT, MATCH = args.no_overfit, args.only_overfit, args.match
         record(args.out.resolve(), args.jobs)
         return 0
     return compare(args.base, args.new)

@@ -1,4 +1,9 @@
-"""Warm workers (batch grading): same verdicts as cold ones, one fresh sandbox per submission."""
+"""Warm workers (batch grading): same verdicts as cold ones, one fresh sandbox per submission.
+
+A spare worker started ahead is how workers start where there is no fork
+server (``CAPGRADE_FORKSERVER=0``, or after it failed); the fork path has the
+same tests in ``test_forkserver.py``.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +42,11 @@ def rnn_step_forward(*args, **kwargs):
 
 def _statuses(result) -> dict[str, str]:
     return {c.id: c.status for c in result.checks}
+
+
+@pytest.fixture(autouse=True)
+def without_fork_server(monkeypatch):
+    monkeypatch.setenv("CAPGRADE_FORKSERVER", "0")
 
 
 @pytest.fixture

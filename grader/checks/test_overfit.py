@@ -13,6 +13,7 @@ import pytest
 from grader.checks.inputs import call, spec
 from grader.course import overfit
 from grader.harness.judging import CheckFailure
+from grader.sandbox import resources
 
 #: A student's training may be much slower than the reference's few seconds.
 OVERFIT_TIMEOUT = 120.0
@@ -27,7 +28,7 @@ def test_overfit(submission, device, cell):
                num_epochs=setup.num_epochs, batch_size=setup.batch_size,
                images=spec("overfit_data", "images", cell=cell),
                captions=spec("overfit_data", "captions", cell=cell), vocab=overfit.vocab(),
-               device=device)
+               device=device, threads=resources.training_threads())
     problem = overfit.judge(out.get("losses") if isinstance(out, dict) else None, setup)
     if problem:
         raise CheckFailure(problem)

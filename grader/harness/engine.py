@@ -31,9 +31,16 @@ CHECKS_DIR = Path(__file__).resolve().parent.parent / "checks"
 _RUNNING: list[tuple[GradingPlugin, SubmissionResult, float]] = []
 
 
+#: pytest plugins the checks never use; each costs time in every run (in a notebook's
+#: ``check()``, most of it: the unraisable-exception plugin alone runs gc.collect 4 times).
+_UNUSED_PLUGINS = [f"-pno:{name}" for name in (
+    "cacheprovider", "unraisableexception", "threadexception", "doctest", "pastebin",
+    "junitxml", "stepwise", "lsof", "nose")]
+
+
 def _pytest_args(request: GradingRequest) -> list[str]:
     args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-            "--capture=no", "-q" if request.verbose else "-qq", "-p", "no:cacheprovider"]
+            "--capture=no", "-q" if request.verbose else "-qq", *_UNUSED_PLUGINS]
     if not request.verbose:  # results come from the plugin: pytest's tracebacks would go unread
         args.append("--tb=no")
     if request.only:

@@ -14,37 +14,49 @@ mounts exist only in the sandbox's namespace.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 from grader.sandbox import apply_limits
 
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 
-def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE)
+
+def _mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+           data: str | None = None) -> None:
+    """``mount(2)`` itself: some 40 mounts per sandbox, without a ``mount`` process each."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arg(text: str | None) -> bytes | None:
+        return text.encode() if text is not None else None
+
+    if libc.mount(arg(source), arg(target), arg(fstype), ctypes.c_ulong(flags),
+                  arg(data)) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mount {source or ''} on {target}: {os.strerror(errno)}")
 
 
 def make_private() -> None:
     """``unshare(1)``'s default propagation: no mount made in here shows outside."""
-    _mount("--make-rprivate", "/")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
 def mount_proc() -> None:
     """A ``/proc`` of this PID namespace (``unshare --mount-proc``), for its pid 1 to call."""
-    _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", "/proc")
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def hide(path: str) -> None:
     """Make ``path`` look empty (and unwritable) inside this mount namespace."""
     if os.path.isdir(path):
-        _mount("-t", "tmpfs", "-o", "ro,size=4k,mode=000", "capgrade-hidden", path)
+        _mount("capgrade-hidden", path, "tmpfs", MS_RDONLY, "size=4k,mode=000")
     else:
-        _mount("--bind", "/dev/null", path)
+        _mount("/dev/null", path, None, MS_BIND)
 
 
 def reveal(blocked: str, entries: list[str], mode: str = "755") -> None:
@@ -54,14 +66,14 @@ def reveal(blocked: str, entries: list[str], mode: str = "755") -> None:
     back from that descriptor: no stash folder is needed.
     """
     held = [(entry, os.open(entry, os.O_PATH)) for entry in entries]
-    _mount("-t", "tmpfs", "-o", f"mode={mode}", "capgrade-open", blocked)
+    _mount("capgrade-open", blocked, "tmpfs", 0, f"mode={mode}")
     for entry, fd in held:
         if os.path.isdir(f"/proc/{os.getpid()}/fd/{fd}"):
             os.makedirs(entry, exist_ok=True)
         else:
             os.makedirs(os.path.dirname(entry), exist_ok=True)
             open(entry, "a").close()
-        _mount("--no-canonicalize", "--rbind", f"/proc/{os.getpid()}/fd/{fd}", entry)
+        _mount(f"/proc/{os.getpid()}/fd/{fd}", entry, None, MS_BIND | MS_REC)
         os.close(fd)
 
 
@@ -110,13 +122,13 @@ def enter(args: argparse.Namespace) -> None:
         if args.private_tmp:
             for shared in ("/var/tmp", "/dev/shm"):
                 if os.path.isdir(shared):
-                    _mount("-t", "tmpfs", "-o", "mode=1777", "capgrade-tmp", shared)
+                    _mount("capgrade-tmp", shared, "tmpfs", 0, "mode=1777")
             reveal("/tmp", args.keep_tmp, mode="1777")
         for path in args.hide:
             if os.path.exists(path):
                 hide(path)
-    except subprocess.CalledProcessError as exc:
-        raise SystemExit(f"capgrade sandbox: mount failed: {exc.stderr.decode()[:300]}") from None
+    except OSError as exc:
+        raise SystemExit(f"capgrade sandbox: mount failed: {exc}") from None
     gid = args.gid if args.gid is not None else args.uid
     if args.uid is not None:
         for path in args.chown:

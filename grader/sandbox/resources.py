@@ -109,6 +109,22 @@ def available_cpus() -> float:
     return min(cores, quota) if quota else cores
 
 
+def training_threads() -> int:
+    """Threads for the grader's own trainings (the overfit checks).
+
+    A single submission's run has the machine's cores to itself: its trainings
+    use them all (up to 8). Batch grading sets ``CAPGRADE_TRAINING_THREADS=1``:
+    there the submissions run side by side, one thread each.
+    """
+    value = os.environ.get("CAPGRADE_TRAINING_THREADS")
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
+    return max(1, min(8, int(available_cpus())))
+
+
 def timeout_scale() -> float:
     """How much longer than calibrated a timeout should be here (2 at half a CPU).
 
