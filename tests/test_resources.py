@@ -65,12 +65,25 @@ def test_a_cgroup_s_limits_are_read_inside_it(tmp_path):
     out = tmp_path / "seen.json"
     code = ("import json, sys; from grader.sandbox import resources as r; "
             "json.dump([r.memory_limit(), r.cpu_quota(), r.timeout_scale(), "
-            "'vmstat' in r.oom_kills() or bool(r.oom_kills())], open(sys.argv[1], 'w'))")
+            "'vmstat' in r.oom_kills() or bool(r.oom_kills()), r.training_threads()], "
+            "open(sys.argv[1], 'w'))")
+    env = {k: v for k, v in os.environ.items() if k != "CAPGRADE_TRAINING_THREADS"}
     run = run_limited([sys.executable, "-c", code, str(out)],
-                      {**os.environ, "PYTHONPATH": str(ROOT)}, memory=parse_memory("300M"),
+                      {**env, "PYTHONPATH": str(ROOT)}, memory=parse_memory("300M"),
                       cpus=0.5)
     assert run.applied and run.returncode == 0, run.describe()
-    assert json.loads(out.read_text()) == [300 << 20, 0.5, 2.0, True]
+    # Half a CPU: a single run's trainings get one thread, as in batch grading.
+    assert json.loads(out.read_text()) == [300 << 20, 0.5, 2.0, True, 1]
+
+
+def test_trainings_use_the_cores_of_a_single_run_and_one_thread_in_batch(monkeypatch):
+    monkeypatch.delenv("CAPGRADE_TRAINING_THREADS", raising=False)
+    cores = int(resources.available_cpus())
+    assert resources.training_threads() == max(1, min(8, cores))
+    monkeypatch.setenv("CAPGRADE_TRAINING_THREADS", "1")  # what `capgrade grade` sets
+    assert resources.training_threads() == 1
+    monkeypatch.setenv("CAPGRADE_TRAINING_THREADS", "not a number")
+    assert resources.training_threads() == max(1, min(8, cores))
 
 
 @needs_cgroups
@@ -278,3 +291,14 @@ def test_a_correct_full_submission_gets_every_point_in_a_1024_mib_container(tmp_
     from grader.harness.engine import catalogue
 
     assert results["score"] == sum(c["points"] for c in catalogue())  # every check ran
+
+
+def test_batch_grading_trains_with_one_thread_per_submission(monkeypatch, tmp_path):
+    from grader.batch.grading import DEFAULT_OPTIONS, grade_entry
+
+    monkeypatch.delenv("CAPGRADE_TRAINING_THREADS", raising=False)
+    row = grade_entry({"student": "a", "module": str(tmp_path / "missing.py")},
+                      DEFAULT_OPTIONS.to_dict(), str(tmp_path))
+    assert row["status"] == "could-not-grade"  # no such file: nothing to train here
+    assert os.environ["CAPGRADE_TRAINING_THREADS"] == "1"
+    assert resources.training_threads() == 1
