@@ -59,7 +59,7 @@ class Submission:
         With the fork server, start that (if it is not running): the fork itself
         takes milliseconds when a check asks.
         """
-        if forkserver.enabled():
+        if forkserver.enabled() and not self.cuda:
             forkserver.get()
             return
         if self._launched is None and self._worker is None:
@@ -335,7 +335,9 @@ class _Worker:
         req_read, req_write = os.pipe()
         rep_read, rep_write = os.pipe()
         try:
-            if forkserver.enabled():
+            # CUDA workers start as a new Python: a fork of a process that touched CUDA
+            # cannot use it, and no GPU here proves the server never does.
+            if forkserver.enabled() and not cuda:
                 try:
                     worker.proc = worker._fork(req_read, rep_write)
                 except forkserver.ForkServerError as exc:
@@ -425,7 +427,7 @@ def discard_warm() -> None:
 
 def _take_warm(cuda: bool, secrets: tuple[Path, ...]) -> _Worker | None:
     global _WARM
-    if forkserver.enabled():
+    if forkserver.enabled() and not cuda:
         return None  # a fork is as quick as a spare, and holds no second torch
     worker, _WARM = _WARM, None
     if worker is not None and (worker.key != (cuda, tuple(secrets)) or not worker.alive()):
@@ -442,7 +444,7 @@ def prepare_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
 def _start_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
     global _WARM
     discard_warm()
-    if forkserver.enabled():
+    if forkserver.enabled() and not cuda:
         forkserver.get()  # imports torch now, beside whatever else this process does
         return
     _WARM = _Worker.launch(cuda, tuple(secrets))
