@@ -271,3 +271,18 @@ def test_the_fork_server_goes_when_its_grading_process_does():
     state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() \
         else "gone"
     assert state in ("gone", "Z")
+
+
+def test_a_notebook_session_s_checks_reuse_its_fork_server(capsys):
+    """``check()`` in a kernel: the first call starts the server, the later ones fork."""
+    import grader
+
+    forkserver.shutdown()
+    first = grader.check("rnn_step_forward", path=str(REFERENCE))
+    server = forkserver._SERVER
+    assert server is not None and server.alive() and server.forks == 1
+    second = grader.check("rnn_step_forward or word_embedding", path=str(REFERENCE))
+    assert forkserver._SERVER is server and server.forks == 2
+    assert first.score == first.max_score and second.score == second.max_score
+    assert any("fork server" in layer for layer in second.isolation)
+    assert "rnn_step_forward_public" in capsys.readouterr().out  # the compact table

@@ -143,9 +143,10 @@ class ForkServer:
             message = self._read(max(0.0, deadline - time.monotonic()), want=key)
             if message is not None and message is not True:
                 return message
-            if not self.alive() and message is None:
-                raise ForkServerError(f"the fork server exited with code {self.proc.poll()}"
-                                      f"{self._tail()}")
+            if message is None and (self.sock.fileno() < 0 or not self.alive()):
+                code = self.proc.poll()
+                how = "closed its channel" if code is None else f"exited with code {code}"
+                raise ForkServerError(f"the fork server {how}{self._tail()}")
             if time.monotonic() >= deadline:
                 raise ForkServerError(f"the fork server did not answer in {timeout:g} s "
                                       f"(waiting for {key!r}){self._tail()}")
