@@ -30,6 +30,8 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 
 
 def serve(fd: int) -> None:
+    """Import everything once, say ready, then fork a worker per request and report exits."""
+    from grader.sandbox import launch  # noqa: F401 - each fork uses it
     from grader.worker import process
 
     process.preload()
