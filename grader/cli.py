@@ -179,6 +179,10 @@ def _default_submission() -> Path:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from grader.sandbox import forkserver
+
+    if forkserver.enabled() and not args.device.startswith("cuda"):
+        forkserver.get()  # imports torch while this process imports pytest and the checks
     from grader.harness.engine import grade
     from grader.harness.request import GradingRequest
     from grader.results.render import FORMATS, write

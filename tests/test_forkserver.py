@@ -286,3 +286,46 @@ def test_a_notebook_session_s_checks_reuse_its_fork_server(capsys):
     assert first.score == first.max_score and second.score == second.max_score
     assert any("fork server" in layer for layer in second.isolation)
     assert "rnn_step_forward_public" in capsys.readouterr().out  # the compact table
+
+
+HOLDS_THE_PROCESS_LIMIT = """
+import ctypes as _ctypes, os as _os, time as _time
+_real_step = rnn_step_forward
+def rnn_step_forward(*args, **kwargs):
+    libc = _ctypes.CDLL(None)
+    for _ in range(9):  # up to 512 processes: the process limit (256) stops it first
+        libc.fork()
+    _time.sleep(25)
+    return _real_step(*args, **kwargs)
+"""
+
+
+def _sandbox_processes() -> int:
+    """Processes of the sandboxes' own user ids (``OWN_UIDS``) and of nobody, now."""
+    count = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            uid = os.stat(f"/proc/{entry}").st_uid
+        except OSError:
+            continue
+        count += uid in sandbox.OWN_UIDS or uid == 65534
+    return count
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="user switch only as root")
+def test_a_fork_bomb_beside_does_not_stop_another_submission(tmp_path):
+    """Side by side (batch grading): a sandbox that holds its whole process limit."""
+    bomb = _write(tmp_path / "bomb", HOLDS_THE_PROCESS_LIMIT)
+    other = subprocess.Popen([sys.executable, "-m", "grader.cli", "check", str(bomb), "--only",
+                              ONLY, "--format", "json"], cwd=Path(__file__).parent.parent,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while _sandbox_processes() < 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sandbox_processes() >= 200, "the bomb never went off"
+        result = run_checks(REFERENCE, only="rnn_step_forward or word_embedding")
+    finally:
+        other.communicate(timeout=120)
+    assert result.status == "graded", result.message
+    assert {c.status for c in result.checks} == {"passed"}, [c.message for c in result.checks]

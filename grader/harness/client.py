@@ -322,8 +322,8 @@ class _Worker:
         os.chmod(self.tmp.name, 0o711)  # an unprivileged worker must reach its home inside
         self.home = Path(self.tmp.name) / "home"
         self.home.mkdir()
-        self.sandbox = sandbox.Sandbox(self.home, secrets=secrets, cuda=cuda)
-        ids = sandbox.unprivileged_ids()
+        self.sandbox = sandbox.Sandbox(self.home, secrets=secrets, cuda=cuda, own_user=True)
+        ids = self.sandbox.user()
         self.owner = (ids[0], ids[1]) if ids is not None else None
         self.stderr = open(Path(self.tmp.name) / "stderr.log", "w+b")  # noqa: SIM115
         self.proc: subprocess.Popen | None = None

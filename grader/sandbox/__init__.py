@@ -16,8 +16,9 @@ active are recorded in every result (``Sandbox.layers``):
   expected values) are covered by an empty read-only tmpfs; a PID namespace,
   so the host's processes are invisible and everything the student started
   dies with the sandbox;
-- an unprivileged user (``nobody``) when the grader runs as root and its
-  files are world-readable;
+- an unprivileged user when the grader runs as root and its files are
+  world-readable: ``nobody``, or for check workers a uid of their own
+  (``Sandbox.user``);
 - on a student laptop without any of that: the same verdicts, fewer layers,
   and the result says so. The worker also refuses sockets and signals to other
   processes itself (an audit hook), which stops ordinary code there too.
@@ -39,6 +40,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import randbelow
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -240,6 +242,10 @@ def unprivileged_ids() -> tuple[int, int, str] | None:
     return (entry.pw_uid, entry.pw_gid, name) if usable else None
 
 
+#: User ids for sandboxes of their own: far above any account's, a random one each.
+OWN_UIDS = range(2_000_000_000, 2_100_000_000)
+
+
 def _user_tasks() -> int:
     """Processes and threads of the current user: RLIMIT_NPROC counts them all."""
     uid, count = os.getuid(), 0
@@ -263,9 +269,28 @@ class Sandbox:
     limits: Limits = field(default_factory=Limits)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     layers: list[str] = field(default_factory=list)
+    #: Run as a user id no other process has (see ``OWN_UIDS``), not the shared ``nobody``.
+    own_user: bool = False
+    _uid: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         STARTED.append((self.id, self.home))
+
+    def user(self) -> tuple[int, int, str] | None:
+        """(uid, gid, name) the sandbox runs as, or None (no user switch on this host).
+
+        With ``own_user`` (check workers) and no ``CAPGRADE_SANDBOX_USER`` chosen,
+        a uid of its own from ``OWN_UIDS``, in nobody's group: the process limit
+        (``RLIMIT_NPROC``) counts a user's processes machine-wide, so sandboxes
+        sharing ``nobody`` would share it, and one student's fork bomb could keep
+        a submission graded beside it from starting.
+        """
+        ids = unprivileged_ids()
+        if ids is None or not self.own_user or "CAPGRADE_SANDBOX_USER" in os.environ:
+            return ids
+        if self._uid is None:
+            self._uid = OWN_UIDS.start + randbelow(len(OWN_UIDS))
+        return (self._uid, ids[1], "of its own (a uid no other process has)")
 
     def environment(self, **extra: str) -> dict[str, str]:
         return scrubbed_environment(self.home, **{SANDBOX_ID_VAR: self.id, **extra})
@@ -293,7 +318,7 @@ class Sandbox:
             self.layers.append("forked from the grader's fork server (Python and torch "
                                "preloaded, no student code), then confined")
         secrets = [str(p) for p in self.secrets if p.exists()]
-        ids = unprivileged_ids()
+        ids = self.user()
         flags = namespace_flags()
         linux = sys.platform.startswith("linux")
         if ids is not None:
