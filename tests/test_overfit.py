@@ -128,3 +128,22 @@ def test_overfit_probe_memo_is_exact(ref, cell, monkeypatch):
                            memoise=memo)["losses"] for memo in (False, True)]
     assert runs[0] == runs[1] and len(runs[0]) == 5
     assert setup.cell_type == cell
+
+
+def test_trainings_side_by_side_give_the_losses_of_one_after_the_other():
+    """Each training in a worker of its own, at once: bit-identical to one worker in turn."""
+    from grader.checks.test_overfit import _params
+    from grader.harness.client import Submission
+
+    cells = ("rnn", "attn")
+    with Submission(REFERENCE) as one:
+        in_turn = {c: one.call("overfit", timeout=300, **_params(c, "cpu")).value["losses"]
+                   for c in cells}
+    with Submission(REFERENCE) as main:
+        twins = {c: main.sibling() for c in cells}
+        pending = {c: twin.begin("overfit", **_params(c, "cpu")) for c, twin in twins.items()}
+        at_once = {c: pending[c].outcome(300).value["losses"] for c in cells}
+        for twin in twins.values():
+            twin.close()
+    assert at_once == in_turn
+    assert all(len(losses) > 10 for losses in in_turn.values())

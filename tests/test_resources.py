@@ -65,25 +65,25 @@ def test_a_cgroup_s_limits_are_read_inside_it(tmp_path):
     out = tmp_path / "seen.json"
     code = ("import json, sys; from grader.sandbox import resources as r; "
             "json.dump([r.memory_limit(), r.cpu_quota(), r.timeout_scale(), "
-            "'vmstat' in r.oom_kills() or bool(r.oom_kills()), r.training_threads()], "
+            "'vmstat' in r.oom_kills() or bool(r.oom_kills()), r.parallel_trainings()], "
             "open(sys.argv[1], 'w'))")
-    env = {k: v for k, v in os.environ.items() if k != "CAPGRADE_TRAINING_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k != "CAPGRADE_PARALLEL_TRAININGS"}
     run = run_limited([sys.executable, "-c", code, str(out)],
                       {**env, "PYTHONPATH": str(ROOT)}, memory=parse_memory("300M"),
                       cpus=0.5)
     assert run.applied and run.returncode == 0, run.describe()
-    # Half a CPU: a single run's trainings get one thread, as in batch grading.
+    # Half a CPU: a single run's trainings one after the other, as in batch grading.
     assert json.loads(out.read_text()) == [300 << 20, 0.5, 2.0, True, 1]
 
 
-def test_trainings_use_the_cores_of_a_single_run_and_one_thread_in_batch(monkeypatch):
-    monkeypatch.delenv("CAPGRADE_TRAINING_THREADS", raising=False)
+def test_trainings_side_by_side_in_a_single_run_one_at_a_time_in_batch(monkeypatch):
+    monkeypatch.delenv("CAPGRADE_PARALLEL_TRAININGS", raising=False)
     cores = int(resources.available_cpus())
-    assert resources.training_threads() == max(1, min(8, cores))
-    monkeypatch.setenv("CAPGRADE_TRAINING_THREADS", "1")  # what `capgrade grade` sets
-    assert resources.training_threads() == 1
-    monkeypatch.setenv("CAPGRADE_TRAINING_THREADS", "not a number")
-    assert resources.training_threads() == max(1, min(8, cores))
+    assert resources.parallel_trainings() == max(1, min(3, cores))
+    monkeypatch.setenv("CAPGRADE_PARALLEL_TRAININGS", "1")  # what `capgrade grade` sets
+    assert resources.parallel_trainings() == 1
+    monkeypatch.setenv("CAPGRADE_PARALLEL_TRAININGS", "not a number")
+    assert resources.parallel_trainings() == max(1, min(3, cores))
 
 
 @needs_cgroups
@@ -293,12 +293,12 @@ def test_a_correct_full_submission_gets_every_point_in_a_1024_mib_container(tmp_
     assert results["score"] == sum(c["points"] for c in catalogue())  # every check ran
 
 
-def test_batch_grading_trains_with_one_thread_per_submission(monkeypatch, tmp_path):
+def test_batch_grading_trains_one_at_a_time_per_submission(monkeypatch, tmp_path):
     from grader.batch.grading import DEFAULT_OPTIONS, grade_entry
 
-    monkeypatch.delenv("CAPGRADE_TRAINING_THREADS", raising=False)
+    monkeypatch.delenv("CAPGRADE_PARALLEL_TRAININGS", raising=False)
     row = grade_entry({"student": "a", "module": str(tmp_path / "missing.py")},
                       DEFAULT_OPTIONS.to_dict(), str(tmp_path))
     assert row["status"] == "could-not-grade"  # no such file: nothing to train here
-    assert os.environ["CAPGRADE_TRAINING_THREADS"] == "1"
-    assert resources.training_threads() == 1
+    assert os.environ["CAPGRADE_PARALLEL_TRAININGS"] == "1"
+    assert resources.parallel_trainings() == 1

@@ -78,8 +78,8 @@ def grade_entry(entry: dict[str, Any], options: dict[str, Any], out_dir: str,
 
     opts = GradingRequest.from_dict(options)
     start = time.monotonic()
-    # Submissions are graded side by side: the overfit trainings get one thread each.
-    os.environ.setdefault("CAPGRADE_TRAINING_THREADS", "1")
+    # Submissions are graded side by side: each one's overfit trainings one after the other.
+    os.environ.setdefault("CAPGRADE_PARALLEL_TRAININGS", "1")
     harness.keep_warm(warm)  # on: the next submission's worker warms up beside this one
     try:
         result = grade(opts.for_submission(

@@ -37,6 +37,7 @@ class Submission:
                  secrets: tuple[Path, ...] = sandbox.DEFAULT_SECRETS):
         self.path = Path(path).resolve()
         self.timeout = timeout
+        self.device = device
         self.cuda = device.startswith("cuda")
         self.secrets = tuple(secrets)
         self.sandbox: sandbox.Sandbox | None = None
@@ -180,15 +181,30 @@ class Submission:
 
     def call(self, probe: str, timeout: float | None = None, **params: Any) -> Outcome:
         """Run ``grader.worker.probes.<probe>(module, **params)`` in the worker."""
+        return self.begin(probe, **params).outcome(timeout)
+
+    def begin(self, probe: str, **params: Any) -> Pending:
+        """Send the call and return at once: ``.outcome()`` waits for the reply.
+
+        So calls in workers of their own can run side by side (the overfit trainings).
+        """
         imported = self._ensure_started()
         if not imported.ok:
-            return imported
+            return Pending(self, probe, None, imported)
         watch = _Watch(self.proc)
         self._requests.send_bytes(Request(Op.CALL, probe=probe, params=params).encode())
-        outcome = self._receive(timeout or self.timeout, f"running {probe}", watch)
-        if outcome.output:
-            self._output.append(outcome.output)
-        return outcome
+        return Pending(self, probe, watch)
+
+    def sibling(self) -> Submission:
+        """Another proxy for the same file, settings and secrets: a worker of its own."""
+        twin = Submission(self.path, timeout=self.timeout, device=self.device,
+                          secrets=self.secrets)
+        twin.scale = self.scale
+        return twin
+
+    def merge_output(self, other: Submission) -> None:
+        """Count what ``other`` (a sibling that ran part of a check) captured as ours."""
+        self._output.append(other.take_output())
 
     def take_output(self) -> str:
         """Student output captured since the last call of this method."""
@@ -201,6 +217,25 @@ class Submission:
         watch = _Watch(self.proc)
         self._requests.send_bytes(Request(Op.USAGE).encode())
         return self._receive(self.timeout, "reporting API usage", watch).value or []
+
+
+class Pending:
+    """A call sent to a worker, its reply not read yet."""
+
+    def __init__(self, submission: Submission, probe: str, watch: _Watch | None,
+                 done: Outcome | None = None):
+        self.submission, self.probe, self.watch, self.done = submission, probe, watch, done
+
+    def outcome(self, timeout: float | None = None) -> Outcome:
+        """The reply, waiting ``timeout`` calibrated seconds (default: the call timeout)."""
+        if self.done is None:
+            assert self.watch is not None
+            sub = self.submission
+            self.done = sub._receive(timeout or sub.timeout, f"running {self.probe}",
+                                     self.watch)
+            if self.done.output:
+                sub._output.append(self.done.output)
+        return self.done
 
 
 def _exit_signal(code: int) -> int:

@@ -109,20 +109,23 @@ def available_cpus() -> float:
     return min(cores, quota) if quota else cores
 
 
-def training_threads() -> int:
-    """Threads for the grader's own trainings (the overfit checks).
+def parallel_trainings() -> int:
+    """How many of the grader's own trainings (the overfit checks) may run at once.
 
     A single submission's run has the machine's cores to itself: its trainings
-    use them all (up to 8). Batch grading sets ``CAPGRADE_TRAINING_THREADS=1``:
-    there the submissions run side by side, one thread each.
+    run side by side, one thread and one sandboxed worker each (threads would
+    not do: OpenMP's spin-waiting turns two such runs on one machine into
+    timeouts). Batch grading sets ``CAPGRADE_PARALLEL_TRAININGS=1``: there the
+    submissions themselves run side by side. A cgroup's CPU quota counts
+    (Gradescope's half CPU: one at a time).
     """
-    value = os.environ.get("CAPGRADE_TRAINING_THREADS")
+    value = os.environ.get("CAPGRADE_PARALLEL_TRAININGS")
     if value:
         try:
             return max(1, int(value))
         except ValueError:
             pass
-    return max(1, min(8, int(available_cpus())))
+    return max(1, min(3, int(available_cpus())))
 
 
 def timeout_scale() -> float:

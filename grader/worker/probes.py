@@ -364,34 +364,25 @@ def captioning_attributes(m, vocab: dict, dims: dict, ignore_index: int | None) 
 
 def overfit(m, cell_type: str, seed: int, dims: dict, learning_rate: float, num_epochs: int,
             batch_size: int, images: torch.Tensor, captions: torch.Tensor, vocab: dict,
-            device: str = "cpu", memoise: bool = True, threads: int | None = None) -> dict:
+            device: str = "cpu", memoise: bool = True) -> dict:
     """Train the student's CaptioningRNN with the grader's loop; return the loss history.
 
     The global RNG is seeded first, so the student's own initialisation is
     deterministic. With ``memoise`` the frozen encoder computes the features of
     the fixed batch once (identical to recomputing them: see grader.course.encoder).
-    ``threads``: the cores this run may use (a single submission's run uses them
-    all; batch grading one per training, the workers side by side).
     """
     import time
 
     from grader.course.encoder import memoised_features
     from grader.course.training import train_captioner
 
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        torch.manual_seed(seed)
-        model = _captioning_model(m, cell_type, vocab, dims, "none", 0, device, None)
-        start = time.perf_counter()
-        with memoised_features() if memoise else contextlib.nullcontext():
-            _, losses = train_captioner(model, images, captions, num_epochs, batch_size,
-                                        learning_rate, device=device, progress=False)
-    finally:
-        torch.set_num_threads(before)
-    return {"losses": [float(x) for x in losses], "seconds": time.perf_counter() - start,
-            "threads": torch.get_num_threads() if not threads else threads}
+    torch.manual_seed(seed)
+    model = _captioning_model(m, cell_type, vocab, dims, "none", 0, device, None)
+    start = time.perf_counter()
+    with memoised_features() if memoise else contextlib.nullcontext():
+        _, losses = train_captioner(model, images, captions, num_epochs, batch_size,
+                                    learning_rate, device=device, progress=False)
+    return {"losses": [float(x) for x in losses], "seconds": time.perf_counter() - start}
 
 
 def _tensors(value: Any) -> bool:
