@@ -80,6 +80,9 @@ def test_trainings_side_by_side_in_a_single_run_one_at_a_time_in_batch(monkeypat
     monkeypatch.delenv("CAPGRADE_PARALLEL_TRAININGS", raising=False)
     cores = int(resources.available_cpus())
     assert resources.parallel_trainings() == max(1, min(3, cores))
+    monkeypatch.setattr(resources, "memory_limit", lambda: 1 << 30)  # a 1 GiB container
+    assert resources.parallel_trainings() == 1
+    monkeypatch.undo()
     monkeypatch.setenv("CAPGRADE_PARALLEL_TRAININGS", "1")  # what `capgrade grade` sets
     assert resources.parallel_trainings() == 1
     monkeypatch.setenv("CAPGRADE_PARALLEL_TRAININGS", "not a number")

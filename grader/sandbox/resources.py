@@ -117,7 +117,10 @@ def parallel_trainings() -> int:
     not do: OpenMP's spin-waiting turns two such runs on one machine into
     timeouts). Batch grading sets ``CAPGRADE_PARALLEL_TRAININGS=1``: there the
     submissions themselves run side by side. A cgroup's CPU quota counts
-    (Gradescope's half CPU: one at a time).
+    (Gradescope's half CPU: one at a time), and so does its memory: each
+    training's worker holds its own copy of what it touches, which a 1 GiB
+    container cannot hold three times beside the fork server (measured: two
+    out-of-memory kills), so under ``SIDE_BY_SIDE_MEMORY`` they run in turn.
     """
     value = os.environ.get("CAPGRADE_PARALLEL_TRAININGS")
     if value:
@@ -125,7 +128,14 @@ def parallel_trainings() -> int:
             return max(1, int(value))
         except ValueError:
             pass
+    limit = memory_limit()
+    if limit is not None and limit < SIDE_BY_SIDE_MEMORY:
+        return 1
     return max(1, min(3, int(available_cpus())))
+
+
+#: The memory limit under which a run's trainings go one at a time.
+SIDE_BY_SIDE_MEMORY = 4 << 30
 
 
 def timeout_scale() -> float:
