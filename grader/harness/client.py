@@ -60,7 +60,7 @@ class Submission:
         With the fork server, start that (if it is not running): the fork itself
         takes milliseconds when a check asks.
         """
-        if forkserver.enabled() and not self.cuda:
+        if _forking(self.cuda):
             forkserver.get()
             return
         if self._launched is None and self._worker is None:
@@ -370,9 +370,7 @@ class _Worker:
         req_read, req_write = os.pipe()
         rep_read, rep_write = os.pipe()
         try:
-            # CUDA workers start as a new Python: a fork of a process that touched CUDA
-            # cannot use it, and no GPU here proves the server never does.
-            if forkserver.enabled() and not cuda:
+            if _forking(cuda):
                 try:
                     worker.proc = worker._fork(req_read, rep_write)
                 except forkserver.ForkServerError as exc:
@@ -421,6 +419,15 @@ class _Worker:
         self.tmp.cleanup()
 
 
+def _forking(cuda: bool) -> bool:
+    """Whether workers are forked by the fork server here (else each is a new Python).
+
+    CUDA workers start as a new Python: a fork of a process that touched CUDA
+    cannot use it, and no GPU here proves the server never does.
+    """
+    return forkserver.enabled() and not cuda
+
+
 def _fork_failed(exc: Exception) -> None:
     """This worker starts as a new Python (slower, same grades); say so, and when it is for good."""
     off = forkserver.failed()
@@ -462,7 +469,7 @@ def discard_warm() -> None:
 
 def _take_warm(cuda: bool, secrets: tuple[Path, ...]) -> _Worker | None:
     global _WARM
-    if forkserver.enabled() and not cuda:
+    if _forking(cuda):
         return None  # a fork is as quick as a spare, and holds no second torch
     worker, _WARM = _WARM, None
     if worker is not None and (worker.key != (cuda, tuple(secrets)) or not worker.alive()):
@@ -479,7 +486,7 @@ def prepare_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
 def _start_warm(cuda: bool, secrets: tuple[Path, ...]) -> None:
     global _WARM
     discard_warm()
-    if forkserver.enabled() and not cuda:
+    if _forking(cuda):
         forkserver.get()  # imports torch now, beside whatever else this process does
         return
     _WARM = _Worker.launch(cuda, tuple(secrets))
