@@ -157,3 +157,31 @@ def judge(losses: object, setup: OverfitSetup) -> str | None:
                 f"{setup.iterations} iterations, from {losses[0]:.3g}) is not below "
                 f"{setup.bound:g}{hint}")
     return None
+
+
+#: What a passing overfit check says where no reference verified it (a student's own run).
+UNVERIFIED = ("unverified here: the loss curve is what your module reported; when your "
+              "instructor grades it, the grader evaluates the trained parameters itself")
+
+
+def judge_verified(verified: dict, setup: OverfitSetup, reported: float) -> str | None:
+    """Why the grader's own evaluation of the trained parameters fails the check, or None.
+
+    ``verified`` is ``probes.trained_loss``'s reply, computed by the reference with
+    the submission's trained parameters; ``reported`` the final loss the training
+    claimed. Only the verified loss decides.
+    """
+    what = f"overfitting {setup.cell_type}"
+    loss = verified.get("loss") if isinstance(verified, dict) else None
+    if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+        given = verified.get("given", 0) if isinstance(verified, dict) else 0
+        return (f"{what}: the training reported a final loss of {reported:.3f}, but its trained "
+                f"parameters ({given} tensors) cannot be used in the course's model: the layers "
+                "must be the ones CaptioningRNN.__init__ describes (feature projection, "
+                "WordEmbedding, the cell, output projection)")
+    if loss > setup.bound:
+        return (f"{what}: the training reported a final loss of {reported:.3f}, but its trained "
+                f"parameters give {loss:.3f} in the course's model (not below {setup.bound:g}): "
+                "the model your module trains computes something other than the course's "
+                "CaptioningRNN (see the captioning_loss checks)")
+    return None

@@ -48,10 +48,13 @@ class GradingRequest:
     fingerprint: str = ""
     # Show pytest's own output (for debugging the catalogue).
     verbose: bool = False
+    # The reference solution that verifies the overfit trainings in a worker of its own
+    # (None: the one beside the hidden values, when there is one: instructors' checkout).
+    reference: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("submission", "hidden_expected", "loss_file", "notebook_path",
-                     "notebook_out"):
+                     "notebook_out", "reference"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
@@ -62,6 +65,18 @@ class GradingRequest:
         from grader.harness.expected import default_hidden_path
 
         return self.hidden_expected or default_hidden_path()
+
+    def reference_solution(self) -> Path | None:
+        """The reference module that verifies trainings, or None where there is none (students).
+
+        Instructors' checkout: ``reference/rnn_lstm_captioning.py`` beside the hidden
+        values; the Gradescope bundle names its copy. A student's release has none:
+        there the overfit checks say they are unverified.
+        """
+        from grader.contract import MODULE_FILE
+
+        found = self.reference or self.hidden_values().parent.parent / MODULE_FILE
+        return found if found.is_file() else None
 
     def for_submission(self, submission: Path, **paths: Path | None) -> GradingRequest:
         """This request for one submission (with its own loss file, notebook, output)."""

@@ -30,6 +30,9 @@ from grader import __version__
 
 CONFIG = "capgrade-autograder.json"
 HIDDEN_NAME = "hidden.safetensors"
+#: The reference solution, root's alone like the hidden values: it verifies the overfit
+#: trainings in a worker that runs no student code.
+REFERENCE_NAME = "reference_rnn_lstm_captioning.py"
 PYTHON = "/opt/capgrade/bin/python"  # the venv setup.sh makes
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 #: Seconds after which run_autograder stops grading and reports so: under
@@ -50,7 +53,7 @@ python3 -m venv /opt/capgrade
 /opt/capgrade/bin/pip install --disable-pip-version-check ./{wheel}
 # The hidden expected values are root's alone; student code runs as nobody.
 chmod 700 /autograder/source
-chmod 600 /autograder/source/{hidden}
+chmod 600 /autograder/source/{hidden} /autograder/source/{reference}
 """
 
 RUN_AUTOGRADER = """\
@@ -83,8 +86,10 @@ exit 0
 
 
 def build_bundle(out: Path, hidden: Path, slow: bool = True, notebook: bool = True,
-                 timeout: float | None = None, deadline: float = DEADLINE) -> Path:
-    """Write the autograder zip: setup.sh, run_autograder, the wheel, hidden values, config."""
+                 timeout: float | None = None, deadline: float = DEADLINE,
+                 reference: Path | None = None) -> Path:
+    """Write the autograder zip: setup.sh, run_autograder, the wheel, hidden values, reference,
+    config. ``reference``: the solution beside the hidden values when not given."""
     from grader.authoring.release import ReleaseError, build_wheel
     from grader.harness import expected as ex
     from grader.integrations import pins
@@ -93,8 +98,16 @@ def build_bundle(out: Path, hidden: Path, slow: bool = True, notebook: bool = Tr
         raise ReleaseError(f"hidden expected values not found at {hidden}: run `capgrade build` "
                            "in the instructors' checkout first")
     ex.load(hidden)  # a damaged file fails here, not on Gradescope
+    from grader.contract import MODULE_FILE
+
+    reference = Path(reference) if reference is not None else \
+        Path(hidden).resolve().parent.parent / MODULE_FILE
+    if not reference.is_file():
+        raise ReleaseError(f"the reference solution was not found at {reference}: the bundle "
+                           "needs it to verify the overfit trainings (pass --reference)")
     config = {"capgrade": __version__, "slow": slow, "notebook": notebook, "timeout": timeout,
-              "deadline": deadline, "hidden_expected": HIDDEN_NAME}
+              "deadline": deadline, "hidden_expected": HIDDEN_NAME,
+              "reference": REFERENCE_NAME}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="capgrade-gradescope-") as tmp:
@@ -105,10 +118,12 @@ def build_bundle(out: Path, hidden: Path, slow: bool = True, notebook: bool = Tr
             raise ReleaseError(f"cannot pin torch for setup.sh: {exc}") from None
         files = {
             "setup.sh": (SETUP_SH.format(torch_install=torch_install, wheel=wheel.name,
-                                         hidden=HIDDEN_NAME).encode(), 0o755),
+                                         hidden=HIDDEN_NAME, reference=REFERENCE_NAME
+                                         ).encode(), 0o755),
             "run_autograder": (RUN_AUTOGRADER.format(python=PYTHON).encode(), 0o755),
             CONFIG: ((json.dumps(config, indent=2) + "\n").encode(), 0o644),
             HIDDEN_NAME: (hidden.read_bytes(), 0o600),
+            REFERENCE_NAME: (reference.read_bytes(), 0o600),
             wheel.name: (wheel.read_bytes(), 0o644),
         }
         partial = out.with_name(out.name + ".part")
@@ -162,7 +177,9 @@ def grade(root: Path) -> dict[str, Any]:
     config_path = source / CONFIG
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     hidden = source / config.get("hidden_expected", HIDDEN_NAME)
+    reference = source / config.get("reference", REFERENCE_NAME)
     _protect(source, hidden)
+    _protect(source, reference)
     if not submission.is_dir():
         return _failure(f"No submission folder at {submission}.", started)
     module = find_file(submission, MODULE_FILE)
@@ -175,7 +192,8 @@ def grade(root: Path) -> dict[str, Any]:
         submission=module, hidden=True, slow=config.get("slow", True),
         notebook=config.get("notebook", True), timeout=config.get("timeout"),
         hidden_expected=hidden, loss_file=find_file(submission, LOSS_FILE),
-        notebook_path=find_file(submission, NOTEBOOK_FILE)))
+        notebook_path=find_file(submission, NOTEBOOK_FILE),
+        reference=reference if reference.is_file() else None))
     if not RunStatus(result.status).graded:
         raise RuntimeError(f"{result.status}: {result.message}")
     if result.needs_regrade:  # run_autograder's stdout: instructors only

@@ -364,12 +364,15 @@ def captioning_attributes(m, vocab: dict, dims: dict, ignore_index: int | None) 
 
 def overfit(m, cell_type: str, seed: int, dims: dict, learning_rate: float, num_epochs: int,
             batch_size: int, images: torch.Tensor, captions: torch.Tensor, vocab: dict,
-            device: str = "cpu", memoise: bool = True) -> dict:
+            device: str = "cpu", memoise: bool = True, parameters: bool = False) -> dict:
     """Train the student's CaptioningRNN with the grader's loop; return the loss history.
 
     The global RNG is seeded first, so the student's own initialisation is
     deterministic. With ``memoise`` the frozen encoder computes the features of
     the fixed batch once (identical to recomputing them: see grader.course.encoder).
+    With ``parameters`` the trained parameters outside the encoder come back too:
+    the harness has them evaluated by the reference in a worker of its own
+    (``trained_loss``), since everything said here is only the student's claim.
     """
     import time
 
@@ -382,7 +385,98 @@ def overfit(m, cell_type: str, seed: int, dims: dict, learning_rate: float, num_
     with memoised_features() if memoise else contextlib.nullcontext():
         _, losses = train_captioner(model, images, captions, num_epochs, batch_size,
                                     learning_rate, device=device, progress=False)
-    return {"losses": [float(x) for x in losses], "seconds": time.perf_counter() - start}
+    reply: dict[str, Any] = {"losses": [float(x) for x in losses],
+                             "seconds": time.perf_counter() - start}
+    if parameters:
+        encoder = _encoder_of(model)
+        skip = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        reply["parameters"] = [p.detach().cpu().clone() for p in model.parameters()
+                               if id(p) not in skip][:MAX_TRAINED_PARAMETERS]
+    return reply
+
+
+#: Parameters a trained model may hand back for verification (the course's model has 7-8).
+MAX_TRAINED_PARAMETERS = 64
+#: Assignments of equal-shaped parameters to the reference's layers tried at most.
+MAX_ASSIGNMENTS = 256
+
+
+def _assignments(targets: list[torch.Size], given: list[torch.Tensor]):
+    """Ways to fill each target shape with a distinct given tensor, as is or transposed.
+
+    A 1x1 conv and a linear layer store the same weights (``_shape_key``); a
+    hand-made (H, V) output matrix is a linear layer's (V, H) weight transposed.
+    A bias the submission does not have is zero.
+    """
+    def options(shape: torch.Size) -> list[tuple[int, bool]]:
+        key = _shape_key(shape)
+        found = [(i, False) for i, t in enumerate(given) if _shape_key(t.shape) == key]
+        if len(key) == 2 and key[0] != key[1]:
+            found += [(i, True) for i, t in enumerate(given)
+                      if _shape_key(t.shape) == key[::-1]]
+        if not found and len(key) == 1:
+            found = [(-1, False)]
+        return found
+
+    choices = [options(shape) for shape in targets]
+
+    def walk(index: int, used: frozenset, picked: list):
+        if index == len(choices):
+            yield list(picked)
+            return
+        for i, transposed in choices[index]:
+            if i >= 0 and i in used:
+                continue
+            picked.append((i, transposed))
+            yield from walk(index + 1, used | {i} if i >= 0 else used, picked)
+            picked.pop()
+
+    return walk(0, frozenset(), [])
+
+
+def trained_loss(m, cell_type: str, dims: dict, vocab: dict, images: torch.Tensor,
+                 captions: torch.Tensor, batch_size: int, parameters: list,
+                 bound: float | None = None) -> dict:
+    """The loss of ``m``'s model (the reference's) on the first batch, with given parameters.
+
+    Runs in a worker that imported the reference, never a student's module: the
+    submission's trained parameters (plain arrays from its own reply) are matched
+    to the reference's layers by shape and evaluated here, so the overfit verdict
+    rests on a loss no student code computed. Of the possible matchings the best
+    is kept (stopping at the first under ``bound``); each is one forward pass.
+    """
+    from grader.course.encoder import memoised_features
+    from grader.course.training import freeze_image_encoder
+
+    given = [t for t in parameters if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    given = given[:MAX_TRAINED_PARAMETERS]
+    torch.manual_seed(0)
+    model = _captioning_model(m, cell_type, vocab, dims, "none", 0, "cpu", None)
+    model.train()
+    encoder = freeze_image_encoder(model)
+    skip = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+    targets = [p for p in model.parameters() if id(p) not in skip]
+    images, captions = images[:batch_size], captions[:batch_size]
+    best: float | None = None
+    tried = 0
+    with torch.no_grad(), memoised_features():
+        for assignment in _assignments([p.shape for p in targets], given):
+            if tried >= MAX_ASSIGNMENTS:
+                break
+            tried += 1
+            for target, (i, transposed) in zip(targets, assignment, strict=True):
+                if i < 0:
+                    target.zero_()
+                    continue
+                value = given[i].reshape(_shape_key(given[i].shape))
+                value = value.t() if transposed else value
+                target.copy_(value.reshape(target.shape).to(target.dtype))
+            loss = float(model(images.clone(), captions.clone()))
+            if loss == loss and (best is None or loss < best):
+                best = loss
+            if bound is not None and best is not None and best <= bound:
+                break
+    return {"loss": best, "tried": tried, "given": len(given), "needed": len(targets)}
 
 
 def _tensors(value: Any) -> bool:
@@ -488,5 +582,5 @@ def tour(m) -> dict:
 PROBES: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (function, manual_backward, module, captioning_loss,
-              captioning_sample, captioning_attributes, overfit, tour)
+              captioning_sample, captioning_attributes, overfit, trained_loss, tour)
 }
