@@ -338,6 +338,7 @@ def _grade(args: argparse.Namespace) -> int:
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
     console.print(f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out / 'students'}")
     _print_mistakes(console, args.out)
+    _print_reviews(console, args.out)
     from grader.batch.grading import NEEDS_REGRADE
 
     if summary.statuses.get(NEEDS_REGRADE):
@@ -346,6 +347,23 @@ def _grade(args: argparse.Namespace) -> int:
                       "their gradebook rows say which checks). Run the same command again with "
                       "fewer --workers or on a bigger machine: they are graded again.")
     return _grade_exports(args)
+
+
+def _print_reviews(console: Any, out: Path) -> None:
+    """The submissions whose points wait for an instructor's review (from summary.json)."""
+    import json
+
+    from rich.markup import escape
+
+    try:
+        found = json.loads((out / "summary.json").read_text()).get("review", {})
+    except (OSError, ValueError):
+        return
+    if found:
+        console.print(f"[bold yellow]{len(found)} submission(s) need your review[/] (their "
+                      "from-scratch points are withheld until you have looked; the gradebook's "
+                      "review column says why): " + escape(", ".join(sorted(found)[:20]))
+                      + (f" and {len(found) - 20} more" if len(found) > 20 else ""))
 
 
 def _print_mistakes(console: Any, out: Path) -> None:

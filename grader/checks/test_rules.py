@@ -1,37 +1,92 @@
-"""Rules of the assignment: the work is done from scratch."""
+"""Rules of the assignment: the work is done from scratch.
+
+The student's process is a witness, never a judge: what it reports about itself
+(the runtime monitor's list, which parts ran) can cost the rule's points, never
+earn them. The points are earned by the harness's own verdicts: a part counts
+as written when a check of it passed against expected values the harness holds.
+Against it count the forbidden calls the monitor saw run, and what the harness
+reads in the source itself (``grader.harness.source_rules``): a forbidden name
+the monitor missed, or code that reaches around the grader, withholds the points
+until an instructor has reviewed the submission.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from grader.checks.inputs import call
+from grader.harness import source_rules
 from grader.harness.judging import CheckFailure
 
+#: Targets that are not a part of the module a student writes.
+_NOT_PARTS = {"whole module"}
+_NOT_IMPLEMENTED = "not implemented yet"
 
-def test_from_scratch_public(submission):
-    """Lost only for a forbidden API actually seen; earned for the parts that ran.
 
-    Each part of the module is called once (the probe ``tour``). A part that
-    returned values was verified; one not implemented yet earns nothing here;
-    one that crashed is left out (its own checks report the crash, once).
+def parts_verified(verdicts) -> tuple[list[str], list[str], list[str]]:
+    """(parts with a passing check, parts not implemented yet, the rest) by rubric target.
+
+    Only graded checks of functions count: advisories, the slow end-to-end checks
+    and this rule itself say nothing about one part.
     """
-    ran = call(submission, "the whole module", "tour")
+    by_part: dict[str, list] = defaultdict(list)
+    for check in verdicts:
+        if check.advisory or check.group in ("rules", "overfit", "notebook",
+                                             "submission_file"):
+            continue
+        if check.target and check.target not in _NOT_PARTS:
+            by_part[check.target].append(check)
+    verified, todo, other = [], [], []
+    for part, checks in by_part.items():
+        if any(c.status == "passed" for c in checks):
+            verified.append(part)
+        elif checks and all(_NOT_IMPLEMENTED in c.message for c in checks):
+            todo.append(part)
+        else:
+            other.append(part)
+    return verified, todo, other
+
+
+def test_from_scratch_public(submission, grading, verdicts, request):
+    """Lost for a forbidden API seen running; earned for the parts the harness verified.
+
+    Each part of the module is still called once (the probe ``tour``), so the
+    runtime monitor sees the calls a check may not reach; what the tour says
+    ran is not used.
+    """
+    call(submission, "the whole module", "tour")
     uses = submission.usage()
     if uses:
         listed = "; ".join(f"{u['api']} at line {u['line']} in {u['function']}" for u in uses)
         raise CheckFailure(f"uses library versions of what the assignment asks you to write "
                            f"yourself: {listed}")
-    verified = [name for name, status in ran.items() if status == "ran"]
-    todo = [name for name, status in ran.items() if status == "not implemented"]
-    crashed = [f"{name} ({status})" for name, status in ran.items()
-               if status not in ("ran", "not implemented")]
-    left_out = (f"; not counted here: {', '.join(crashed)} raised an error, which its own "
-                "checks report") if crashed else ""
+    found = source_rules.scan(grading.submission)
+    review = [f.describe() for f in found.evasion]
+    review += [f"{f.describe()}, a library version of what you must write" for f in
+               found.forbidden]
+    if found.unreadable:
+        review.append(found.unreadable)
+    if review:
+        shown = "; ".join(review[:6]) + (f" (and {len(review) - 6} more)" if len(review) > 6
+                                         else "")
+        request.node.user_properties.append(("review", shown))
+        raise CheckFailure("points withheld until your instructor has reviewed your code: it "
+                           f"contains {shown}. The rule is judged from what your code does; "
+                           "code that reaches around the grader, or library versions of what "
+                           "you must write, is looked at by a person")
+    verified, todo, other = parts_verified(verdicts)
+    if not (verified or todo or other):
+        raise CheckFailure("judged from the verdicts of the function checks, and none ran with "
+                           "it: run it together with them (without --only)")
+    left_out = (f"; not counted here: {', '.join(other)}, whose checks failed (they say why)"
+                if other else "")
     if not verified:
-        raise CheckFailure("nothing to verify yet: no part of the module returned values "
+        raise CheckFailure("nothing verified yet: no part of the module passed a check "
                            f"(not implemented yet: {', '.join(todo) or 'none'}){left_out}. The "
-                           "rule is earned by code that runs")
+                           "rule is earned by code that works")
     if todo:
         share = len(verified) / (len(verified) + len(todo))
-        raise CheckFailure(f"written from scratch as far as it runs ({len(verified)} of "
+        raise CheckFailure(f"written from scratch as far as it works ({len(verified)} of "
                            f"{len(verified) + len(todo)} parts); not implemented yet: "
                            f"{', '.join(todo)}: the rest of the points come with them"
                            f"{left_out}", credit=share)

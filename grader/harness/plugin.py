@@ -36,6 +36,9 @@ else:  # pragma: no cover
 
 RUBRIC_PATH = Path(__file__).resolve().parent.parent / "checks" / "rubric.toml"
 PLUGIN = pytest.StashKey["GradingPlugin"]()
+#: What an unscored self_reported check says first.
+SELF_REPORTED = ("self-reported, not scored: what this check reads comes from your own code "
+                 "(the notebook's kernel runs it), so it is shown to you but worth no points")
 OUTPUT_CAP = 4_000
 
 
@@ -48,6 +51,11 @@ def load_rubric(path: Path = RUBRIC_PATH, include_slow: bool = True
         if entry.get("advisory", False) and entry.get("points", 0) != 0:
             raise ValueError(f"{path}: {name} is an advisory (worth nothing) but has "
                              f"{entry['points']} points; set advisory = false to grade it")
+    opted_in = bool(load_rubric_table(path, "self_reported").get("score", False))
+    for entry in checks.values():
+        if entry.get("self_reported", False) and not opted_in:
+            # A claim of the student's own code: reported, never scored (see the rubric).
+            entry["unscored"], entry["points"] = True, 0
     return {k: v for k, v in checks.items() if include_slow or not v.get("slow", False)}
 
 
@@ -248,8 +256,10 @@ class GradingPlugin:
         # the checks that call no student code (the loss file's, read in a worker of their
         # own), then the notebook, whose kernel must not run beside a check worker, then
         # the rest. Results keep the order above.
+        # The rules last: they are judged from the verdicts of the checks before them.
         keep.sort(key=lambda item: 0 if "submission" not in item.fixturenames
-                  else 1 if check_group(item) == "notebook" else 2)
+                  else 1 if check_group(item) == "notebook"
+                  else 3 if "verdicts" in item.fixturenames else 2)
         items[:] = keep
         if self.submission is not None and not any("submission" in i.fixturenames
                                                    for i in keep):
@@ -268,10 +278,16 @@ class GradingPlugin:
     def _result(self, item: pytest.Item, report: pytest.TestReport,
                 call: pytest.CallInfo) -> CheckResult:
         status, message, failure = _status_and_message(report, call)
+        notes = [str(v) for k, v in report.user_properties if k == "note"]
+        if status is Status.PASSED and notes:  # e.g. "unverified here": said, not scored
+            message = "; ".join(notes)
+        review = "; ".join(str(v) for k, v in report.user_properties if k == "review")
         entry = self.rubric[check_id(item)]
         points = float(entry["points"])
         advisory = bool(entry.get("advisory", False))
         requires = str(entry.get("requires", ""))
+        if entry.get("unscored", False):  # points set to 0 by load_rubric
+            message = f"{SELF_REPORTED}{': ' + message if message else ''}"
         if advisory and status is Status.FAILED:
             status = Status.ADVISORY
             message = f"advisory, worth no points: {message}" + (
@@ -301,6 +317,7 @@ class GradingPlugin:
             file=file,
             line=line,
             regrade=failure.resource if isinstance(failure, GraderLimit) else "",
+            review=review,
         )
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -345,6 +362,12 @@ def submission(request: pytest.FixtureRequest) -> Submission:
 @pytest.fixture(scope="session")
 def device(grading: GradingRequest) -> str:
     return grading.device
+
+
+@pytest.fixture
+def verdicts(request: pytest.FixtureRequest) -> list[CheckResult]:
+    """The results of the checks that ran before this one: the harness's own verdicts."""
+    return list(_plugin(request).results)
 
 
 @pytest.fixture

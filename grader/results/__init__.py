@@ -80,6 +80,9 @@ class CheckResult:
     #: Known mistakes whose values this check saw (``grader.diagnosis``): each a dict with
     #: ``id`` (the misconception), ``confidence`` (0 to 1) and ``text`` (for the student).
     diagnoses: list[dict[str, Any]] = field(default_factory=list)
+    #: Not a verdict yet: why an instructor must look at the submission before this check's
+    #: points are given (e.g. code that reaches around the grader); "" when none.
+    review: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -139,6 +142,11 @@ class SubmissionResult:
         """Checks the grading machine could not judge (out of memory or time): regrade them."""
         return [c.id for c in self.checks if c.regrade]
 
+    @property
+    def review(self) -> list[str]:
+        """Why an instructor must review the submission (points withheld until then)."""
+        return [f"{c.id}: {c.review}" for c in self.checks if c.review]
+
     def counts(self) -> dict[str, int]:
         return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
 
@@ -153,12 +161,14 @@ class SubmissionResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(score=self.score, max_score=self.max_score, counts=self.counts())
+        data.update(score=self.score, max_score=self.max_score, counts=self.counts(),
+                    review=self.review)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubmissionResult:
-        data = {k: v for k, v in data.items() if k not in {"score", "max_score", "counts"}}
+        data = {k: v for k, v in data.items()
+                if k not in {"score", "max_score", "counts", "review"}}
         data["checks"] = [CheckResult(**c) for c in data.get("checks", [])]
         return cls(**data)
 

@@ -133,11 +133,22 @@ def build_table(result: SubmissionResult, compact: bool = False) -> Group:
     if result.status != "graded":
         parts.append(Text(f"grading {result.status}: {first_line(result.message)}",
                           style="bold red"))
+    if result.review:
+        parts.append(Text(review_note(result), style="bold yellow"))
     env = ", ".join(f"{k} {clean(str(v))}" for k, v in sorted(result.environment.items()))
     isolation = ", ".join(clean(x) for x in result.isolation) or "none"
     parts.append(Text(f"isolation: {isolation} | {env or 'environment not recorded'}",
                       style="dim"))
     return Group(*parts)
+
+
+REVIEW_HEADLINE = "NEEDS AN INSTRUCTOR'S REVIEW"
+
+
+def review_note(result: SubmissionResult) -> str:
+    """One line for every rendering: which checks wait for a person, and why."""
+    return (f"{REVIEW_HEADLINE} (points withheld until then): "
+            + "; ".join(clean(r) for r in result.review))
 
 
 def _error_vs_tolerance(check: CheckResult) -> Text:
@@ -260,11 +271,11 @@ def gradescope_dict(result: SubmissionResult, hidden_as: str | None = None) -> d
             "output": _test_output(c),
             "visibility": shown[c.visibility],
             "tags": ([clean(c.group)] if c.group else []) + (["advisory"] if c.advisory else [])
-            + (["regrade"] if c.regrade else []),
+            + (["regrade"] if c.regrade else []) + (["review"] if c.review else []),
             "extra_data": _json_safe({"status": c.status, "target": c.target, "error": c.error,
                                       "tolerance": c.tolerance, "duration": c.duration,
                                       "requires": c.requires, "advisory": c.advisory,
-                                      "regrade": c.regrade}),
+                                      "regrade": c.regrade, "review": c.review}),
         }
         if c.advisory:
             del test["status"]
@@ -287,6 +298,7 @@ def gradescope_dict(result: SubmissionResult, hidden_as: str | None = None) -> d
                                   "environment": result.environment,
                                   "counts": result.counts(),
                                   "regrade": result.needs_regrade,
+                                  "review": result.review,
                                   "schema_version": result.schema_version}),
         "tests": tests,
     }
@@ -337,6 +349,10 @@ def _gradescope_summary(result: SubmissionResult) -> str:
                      " before every check could judge your code. "
                      "This is not your code's fault: those checks count 0 until your "
                      "instructor regrades the submission on a bigger machine.")
+    if result.review:
+        lines.append(f"{REVIEW_HEADLINE}: your instructor will look at your code before "
+                     f"{len(result.review)} check(s) are scored (their points are withheld "
+                     "until then).")
     public = [c for c in _ran(result) if c.visibility == "public"]
     if public:
         lines.append(f"{sum(c.passed for c in public)} of {len(public)} visible checks passed.")
@@ -389,6 +405,8 @@ def render_junit(result: SubmissionResult) -> str:
     _prop(props, "score", _num(_total(result)))
     _prop(props, "max_score", _num(result.max_score))
     _prop(props, "isolation", ", ".join(result.isolation))
+    if result.review:
+        _prop(props, "review", review_note(result))
     for key, value in sorted(result.environment.items()):
         _prop(props, f"environment.{key}", value)
 
@@ -411,6 +429,8 @@ def render_junit(result: SubmissionResult) -> str:
             _prop(props, prefix + "error", c.error)
         if c.tolerance:
             _prop(props, prefix + "tolerance", c.tolerance)
+        if c.review:
+            _prop(props, prefix + "review", clean(c.review))
         if c.status in ("failed", "error"):
             tag = "failure" if c.status == "failed" else "error"
             body = "\n".join(x for x in (clean(c.feedback).strip(), _measured(c)) if x)
@@ -451,6 +471,8 @@ def render_csv_row(result: SubmissionResult) -> dict[str, str | float]:
                                    "score": _total(result), "max_score": result.max_score}
     for c in result.checks:
         row[c.id] = gradebook_cell(c.status, c.score, c.advisory)
+    if result.review:  # last, so a spreadsheet's check columns keep their places
+        row["review"] = "; ".join(clean(r) for r in result.review)
     return row
 
 
@@ -497,6 +519,9 @@ def render_markdown(result: SubmissionResult) -> str:
              f"{_num(_total(result))} / {_num(result.max_score)} points", ""]
     if result.status != "graded":
         lines += [f"**{_md_cell(result.status)}**: {_md_cell(result.message)}", ""]
+    if result.review:
+        lines += [f"**{REVIEW_HEADLINE}** (points withheld until then): "
+                  + "; ".join(_md_cell(r) for r in result.review), ""]
     if ran:
         lines += ["| check | status | points | message |", "|---|---|---|---|"]
         lines += [f"| `{c.id}` | {_MARKS.get(c.status, c.status)} | {_num(c.score)} / "

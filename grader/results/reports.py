@@ -25,6 +25,14 @@ from grader.results.store import Store
 
 ROW_FIELDS = ["student", "status", "score", "max_score", "message", "content_hash", "seconds",
               "source"]
+#: Why an instructor must look at the submission before some points are given ("" if not).
+REVIEW_FIELD = "review"
+
+
+def review_reasons(result: dict | None) -> list[str]:
+    """The checks of a stored result that wait for an instructor's review, with why."""
+    return [f"{c['id']}: {c['review']}" for c in (result or {}).get("checks", [])
+            if c.get("review")]
 
 
 def export(store: Store, out: Path) -> dict[str, Path]:
@@ -37,11 +45,12 @@ def export(store: Store, out: Path) -> dict[str, Path]:
                 check_ids.append(c["id"])
     paths = {"gradebook": out / "gradebook.csv", "summary": out / "summary.json"}
     with open(paths["gradebook"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS + check_ids)
+        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS + [REVIEW_FIELD] + check_ids)
         writer.writeheader()
         for r in rows:
             row = {k: r[k] for k in ROW_FIELDS}
             row["seconds"] = round(r["seconds"], 2)
+            row[REVIEW_FIELD] = "; ".join(review_reasons(results[r["student"]]))
             for c in (results[r["student"]] or {}).get("checks", []):
                 row[c["id"]] = gradebook_cell(c["status"], c["score"], c.get("advisory", False))
             writer.writerow(row)
@@ -150,6 +159,9 @@ def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[
                   "max_score": max((r["max_score"] for r in graded), default=None)},
         "pass_rate": pass_rate,
         "advisories": dict(sorted(advisories.items())),
+        # Submissions whose points wait for a person (e.g. code that reaches around the grader).
+        "review": {r["student"]: review_reasons(results[r["student"]]) for r in rows
+                   if review_reasons(results[r["student"]])},
         "misconceptions": _misconception_counts(rows, results),
         "seconds": {"total": round(sum(r["seconds"] for r in rows), 2),
                     "per_submission": {r["student"]: round(r["seconds"], 2) for r in rows}},
@@ -169,6 +181,9 @@ def feedback_html(student: str, status: str, message: str, result: dict | None) 
         return "".join(parts)
     visible = SubmissionResult.from_dict(result).visible_to_student()
     parts.append(f"<p>Total: <b>{visible.score:g} / {visible.max_score:g}</b></p>")
+    if visible.review:
+        parts.append("<p><b>Needs your instructor's review</b> (points withheld until then): "
+                     f"{esc('; '.join(visible.review))}</p>")
     if message:
         parts.append(f"<p>{esc(message)}</p>")
     parts.append("<table><tr><th>check</th><th>status</th><th>score</th><th>message</th></tr>")
