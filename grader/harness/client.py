@@ -441,8 +441,12 @@ _WARM: _Worker | None = None
 
 
 def grading_secrets(hidden_expected: str | Path) -> tuple[Path, ...]:
-    """What a grading worker must not see: the checkout's secrets and the hidden values."""
-    return (*sandbox.DEFAULT_SECRETS, Path(hidden_expected).resolve())
+    """What a grading worker must not see: the checkout's secrets, the hidden values, and the
+    public ones too (only the harness compares; a module that read them at run time could
+    hand a check its own expected answer)."""
+    from grader.harness.expected import PUBLIC_PATH
+
+    return (*sandbox.DEFAULT_SECRETS, Path(hidden_expected).resolve(), PUBLIC_PATH.resolve())
 
 
 def keep_warm(enabled: bool = True) -> None:
