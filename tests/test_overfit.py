@@ -147,3 +147,79 @@ def test_trainings_side_by_side_give_the_losses_of_one_after_the_other():
             twin.close()
     assert at_once == in_turn
     assert all(len(losses) > 10 for losses in in_turn.values())
+
+
+# -- the verdict rests on the grader's own evaluation of the trained parameters -------------
+
+
+def _trained(ref, cell: str, monkeypatch, epochs: int = 3) -> tuple[dict, dict]:
+    from grader.course import encoder
+    from grader.worker import probes
+
+    monkeypatch.setattr(ref, "ImageEncoder", encoder.ImageEncoder)
+    setup = overfit.SETUPS[cell]
+    images, captions = setup.data()
+    dims = {"input_dim": 400, "wordvec_dim": 8, "hidden_dim": 12}
+    out = probes.overfit(ref, cell, 0, dims, 1e-2, epochs, setup.batch_size, images, captions,
+                         overfit.vocab(), parameters=True)
+    args = dict(cell_type=cell, dims=dims, vocab=overfit.vocab(), images=images,
+                captions=captions, batch_size=setup.batch_size)
+    return out, args
+
+
+@pytest.mark.parametrize("cell", ["rnn", "attn"])
+def test_trained_parameters_are_found_in_any_order_and_layout(ref, cell, monkeypatch):
+    """Shuffled, a linear weight stored transposed, a 1x1 conv as a matrix: the same loss."""
+    import torch
+
+    from grader.worker import probes
+
+    out, args = _trained(ref, cell, monkeypatch)
+    given = out["parameters"]
+    loss = probes.trained_loss(ref, parameters=given, **args)["loss"]
+    assert loss is not None and math.isfinite(loss)
+    other = [t.t() if t.dim() == 2 and t.shape[0] != t.shape[1] else t.squeeze()
+             for t in reversed(given)]
+    assert probes.trained_loss(ref, parameters=other, **args)["loss"] == pytest.approx(loss,
+                                                                                     rel=1e-6)
+    assert probes.trained_loss(ref, parameters=[torch.zeros(3)], **args)["loss"] is None
+
+
+def test_an_invented_loss_curve_is_not_what_the_parameters_give(ref, monkeypatch):
+    """A module that reports a low curve but hands back untrained parameters fails."""
+    from grader.worker import probes
+
+    out, args = _trained(ref, "rnn", monkeypatch, epochs=1)
+    setup = overfit.SETUPS["rnn"]
+    verified = probes.trained_loss(ref, parameters=out["parameters"], **args)
+    problem = overfit.judge_verified(verified, setup, reported=0.01)
+    assert problem is not None and "0.010" in problem and "course's model" in problem
+    assert overfit.judge_verified({"loss": None, "given": 0}, setup, 0.01).count("0 tensors")
+    assert overfit.judge_verified({"loss": 0.2}, setup, 0.25) is None
+
+
+def test_a_patched_overfit_probe_earns_nothing(tmp_path):
+    """The stub, rewriting the worker's probe to report a perfect curve: 0 of 9 points."""
+    patch = ("\nimport grader.worker.probes as _probes\n\n\n"
+             "def _fake(m, cell_type, seed, dims, learning_rate, num_epochs, batch_size, images,\n"
+             "          captions, vocab, **kw):\n"
+             "    n = num_epochs * (len(images) // batch_size)\n"
+             "    return {'losses': [30.0 * 0.9 ** i + 0.01 for i in range(n)], 'seconds': 1.0,\n"
+             "            'parameters': []}\n\n\n"
+             "_probes.PROBES['overfit'] = _fake\n")
+    path = tmp_path / "rnn_lstm_captioning.py"
+    path.write_text(STUB.read_text() + patch)
+    checks = _overfit(path)
+    assert sum(c.score for c in checks.values()) == 0
+    assert all("course's model" in c.message for c in checks.values())
+
+
+def test_without_a_reference_a_passing_training_says_it_is_unverified(tmp_path):
+    from grader.harness.engine import grade
+    from grader.harness.request import GradingRequest
+
+    result = grade(GradingRequest(REFERENCE, only="overfit and rnn", slow=True,
+                                  reference=tmp_path / "none.py",
+                                  hidden_expected=tmp_path / "none.safetensors"))
+    (check,) = result.checks
+    assert check.status == "passed" and overfit.UNVERIFIED in check.message
