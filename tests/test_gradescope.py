@@ -161,15 +161,20 @@ def test_the_bundle_is_laid_out_as_gradescope_expects(bundle):
         setup = zf.read("setup.sh").decode()
         config = json.loads(zf.read(gradescope.CONFIG))
         hidden = zf.read(gradescope.HIDDEN_NAME)
+        reference = zf.read(gradescope.REFERENCE_NAME)
     wheel = next(n for n in modes if n.endswith(".whl"))
     assert set(modes) == {"setup.sh", "run_autograder", gradescope.CONFIG,
-                          gradescope.HIDDEN_NAME, wheel}
+                          gradescope.HIDDEN_NAME, gradescope.REFERENCE_NAME, wheel}
     assert modes["setup.sh"] & stat.S_IXUSR and modes["run_autograder"] & stat.S_IXUSR
-    assert modes[gradescope.HIDDEN_NAME] == 0o600
-    assert hidden == HIDDEN.read_bytes()
+    # The hidden values and the reference (which verifies the trainings) are root's alone.
+    assert modes[gradescope.HIDDEN_NAME] == modes[gradescope.REFERENCE_NAME] == 0o600
+    assert hidden == HIDDEN.read_bytes() and reference == REFERENCE.read_bytes()
+    assert f"chmod 600 /autograder/source/{gradescope.HIDDEN_NAME} " \
+        f"/autograder/source/{gradescope.REFERENCE_NAME}" in setup
     assert config == {"capgrade": config["capgrade"], "slow": False, "notebook": False,
                       "timeout": None, "deadline": gradescope.DEADLINE,
-                      "hidden_expected": gradescope.HIDDEN_NAME}
+                      "hidden_expected": gradescope.HIDDEN_NAME,
+                      "reference": gradescope.REFERENCE_NAME}
     assert f"./{wheel}" in setup and "chmod 700 /autograder/source" in setup
     for name in ("setup.sh", "run_autograder"):
         with zipfile.ZipFile(bundle) as zf:
