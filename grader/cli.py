@@ -288,6 +288,7 @@ def _data(args: argparse.Namespace) -> int:
 def _run_notebook(args: argparse.Namespace) -> int:
     from grader.notebook import runner as nr
     from grader.results.render import notebook_table
+    from grader.results.sanitize import student_text
 
     parameters = {} if args.as_is else dict(nr.GRADING_PARAMETERS)
     for item in args.param:
@@ -300,9 +301,10 @@ def _run_notebook(args: argparse.Namespace) -> int:
     report = nr.run_notebook(args.notebook, module=args.module, out_dir=args.out,
                              parameters=parameters, cell_timeout=args.cell_timeout,
                              budget=args.budget, html=not args.no_html)
+    nr.clean_report(report)  # the notebook chose its file names and messages: none raw
     notebook_table(report, sys.stdout)
     if report.status != "executed":
-        print(f"capgrade run-notebook: {report.message}", file=sys.stderr)
+        print(f"capgrade run-notebook: {student_text(report.message)}", file=sys.stderr)
         return 2
     return 0 if report.clean else 1
 

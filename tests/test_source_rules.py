@@ -17,7 +17,8 @@ from tests.conftest import REFERENCE, STUB
 ROOT = Path(__file__).resolve().parent
 CLEAN = [REFERENCE, STUB, ROOT / "starter" / "rnn_lstm_captioning.py",
          ROOT / "solutions" / "alt_style_rnn_lstm_captioning.py",
-         *sorted((ROOT / "solutions").rglob("s*_*.py")), *sorted((ROOT / "solutions").rglob("b*_*.py"))]
+         *sorted((ROOT / "solutions").rglob("s*_*.py")),
+         *sorted((ROOT / "solutions").rglob("b*_*.py"))]
 
 
 def _scan(tmp_path: Path, source: str):
@@ -87,11 +88,13 @@ def test_unparseable_or_huge_source_needs_review(tmp_path):
 
 
 def test_ordinary_student_code_is_not_flagged(tmp_path):
-    source = ("import math\nimport torch\nimport torch.nn as nn\nfrom torch.nn import functional "
-              "as F\nimport os, sys, time\n\n\nclass LSTM(nn.Module):\n    def __init__(self):\n"
-              "        super().__init__()\n        self.lstm = None\n        for m in self.modules():\n"
-              "            pass\n        w = getattr(self, 'W' + str(1), None)\n\n\n"
-              "def loss(x, y):\n    return F.cross_entropy(x, y, reduction='sum') / x.shape[0]\n"
-              "print(os.path.join('a', 'b'), sys.version, time.time(), math.sqrt(2))\n")
+    source = "\n".join([
+        "import math", "import torch", "import torch.nn as nn",
+        "from torch.nn import functional as F", "import os, sys, time", "",
+        "class LSTM(nn.Module):", "    def __init__(self):", "        super().__init__()",
+        "        self.lstm = None", "        for m in self.modules():", "            pass",
+        "        w = getattr(self, 'W' + str(1), None)", "",
+        "def loss(x, y):", "    return F.cross_entropy(x, y, reduction='sum') / x.shape[0]",
+        "print(os.path.join('a', 'b'), sys.version, time.time(), math.sqrt(2))", ""])
     found = _scan(tmp_path, source)
     assert (found.forbidden, found.evasion) == ([], [])

@@ -25,6 +25,7 @@ from grader.harness.client import Submission, grading_secrets
 from grader.harness.plugin import GradingPlugin, check_group, check_id, load_rubric
 from grader.harness.request import GradingRequest
 from grader.results import RunStatus, SubmissionResult, environment_fingerprint
+from grader.results.sanitize import MESSAGE_CAP, student_text
 
 CHECKS_DIR = Path(__file__).resolve().parent.parent / "checks"
 #: The gradings running in this process (a deadline may need what they have so far).
@@ -110,7 +111,8 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
         err = imported.error
         result.status = RunStatus.IMPORT_ERROR.value
         where = f" (line {err.frames[-1]['line']})" if err.frames else ""
-        result.message = f"importing the submission failed: {err.type}: {err.message}{where}"
+        result.message = student_text(
+            f"importing the submission failed: {err.type}: {err.message}{where}", MESSAGE_CAP)
     elif code == pytest.ExitCode.NO_TESTS_COLLECTED:
         result.status = RunStatus.NO_CHECKS.value
         result.message = f"no check matches {request.only or request.groups!r}"

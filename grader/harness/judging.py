@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from grader.harness.outcome import GraderLimit, Outcome, WorkerFailure
-from grader.protocol import OBJECT, SUBCLASS, UNSUPPORTED, ErrorInfo, describe, dtype_name
+from grader.protocol import (
+    OBJECT,
+    SUBCLASS,
+    TOO_LARGE,
+    UNSUPPORTED,
+    ErrorInfo,
+    describe,
+    dtype_name,
+)
 
 
 class CheckFailure(AssertionError):
@@ -76,6 +84,8 @@ def require_ok(outcome: Outcome, what: str) -> Any:
                            f"{error.type}: {error.message}{_where(error)}")
     if error.type == "WorkerFailure":
         raise WorkerFailure(error.message or "the worker failed")
+    if error.type == TOO_LARGE:  # the reply was over a wire limit: the message says which
+        raise CheckFailure(f"{what}: {error.message}")
     if outcome.not_implemented:
         if error.type == "NotImplementedYet":
             raise CheckFailure(f"{what}: not implemented yet: {error.message}")

@@ -28,6 +28,7 @@ from grader.harness.judging import CheckFailure, Same, close, equal, identical, 
 from grader.harness.outcome import GraderLimit, WorkerFailure
 from grader.harness.request import GradingRequest
 from grader.results import CheckResult, Status
+from grader.results.sanitize import MESSAGE_CAP, student_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -294,8 +295,10 @@ class GradingPlugin:
                 f"\nWhy no points: {requires}" if requires else "")
         elif status is Status.FAILED and requires and "not implemented yet" not in message:
             message += f"\nRequirement: {requires}"
+        # Student-chosen text enters the result here: cleaned and capped once, for every format.
+        message, review = student_text(message, MESSAGE_CAP), student_text(review, MESSAGE_CAP)
         sub = self.submission
-        output = sub.take_output()[:OUTPUT_CAP] if sub is not None else ""
+        output = student_text(sub.take_output(), OUTPUT_CAP) if sub is not None else ""
         credit = getattr(failure, "credit", 0.0)
         file, line = check_location(item)
         return CheckResult(

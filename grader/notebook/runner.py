@@ -31,6 +31,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from grader import sandbox
 from grader.contract import MODULE_NAME, NOTEBOOK_FILE
+from grader.results.sanitize import LINE_CAP, MESSAGE_CAP, sanitize, student_text
 from grader.sandbox import resources
 
 NOTEBOOK_NAME = NOTEBOOK_FILE
@@ -394,9 +395,20 @@ def _collect_produced(work: Path, out: Path, report: NotebookReport) -> None:
             continue
         if path.is_symlink() or not path.is_file() or path.stat().st_size > PRODUCED_FILE_CAP:
             continue
+        name = _safe_name(path.name)  # the notebook chose it: copied out under a clean name
+        if name in report.produced:  # two names that read the same once cleaned: the first
+            continue
         produced.mkdir(exist_ok=True)
-        shutil.copyfile(path, produced / path.name)
-        report.produced.append(path.name)
+        shutil.copyfile(path, produced / name)
+        report.produced.append(name)
+
+
+def _safe_name(name: str) -> str:
+    """A file name the notebook chose, its unsafe characters written out, in 255 bytes."""
+    name = sanitize(name)
+    while len(name.encode()) > 255:
+        name = name[:-1]
+    return name
 
 
 def _keep_log_tail(log: Path, dest: Path, chars: int = 20_000) -> None:
@@ -407,6 +419,7 @@ def _keep_log_tail(log: Path, dest: Path, chars: int = 20_000) -> None:
 def _finish(report: NotebookReport, nb: nbformat.NotebookNode | None, out: Path, start: float,
             html: bool) -> NotebookReport:
     report.duration = round(time.monotonic() - start, 3)
+    clean_report(report)
     if nb is not None:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
             _report_markdown(report), metadata={"tags": ["capgrade-report"]}))
@@ -416,6 +429,18 @@ def _finish(report: NotebookReport, nb: nbformat.NotebookNode | None, out: Path,
         if html:
             report.html_path = _export_html(nb, out / "executed.html")
     (out / "notebook_report.json").write_text(json.dumps(report.as_dict(), indent=2))
+    return report
+
+
+def clean_report(report: NotebookReport) -> NotebookReport:
+    """The notebook's own text in ``report`` (its name, cell lines, what its errors said, the
+    files it wrote) sanitised and capped in place, as every view shows it (idempotent)."""
+    report.notebook = student_text(report.notebook)
+    report.message = student_text(report.message, MESSAGE_CAP)
+    for cell in report.cells:
+        cell.first_line = student_text(cell.first_line, LINE_CAP)
+        cell.message = student_text(cell.message, MESSAGE_CAP)
+    report.produced = [_safe_name(name) for name in report.produced]
     return report
 
 

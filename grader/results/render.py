@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from grader.results import STATUSES, CheckResult, SubmissionResult
+from grader.results.sanitize import sanitize
 
 STATUS_STYLES = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "dim",
                  "advisory": "yellow"}
@@ -51,9 +52,14 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 def clean(text: str) -> str:
-    """Student-controlled text made safe for terminals, JSON consumers and XML."""
-    text = _ANSI.sub("", text).replace("\r\n", "\n")
-    return _UNSAFE.sub("", text)
+    """Student-controlled text made safe for terminals, JSON consumers and XML.
+
+    Escape sequences are dropped; what is left of controls, bidi overrides and the like
+    is written out visibly (``grader.results.sanitize``), in every format, whatever field
+    it came in (a student-chosen folder name too).
+    """
+    text = _ANSI.sub("", str(text)).replace("\r\n", "\n")
+    return sanitize(_UNSAFE.sub("", text))
 
 
 def first_line(text: str) -> str:

@@ -16,24 +16,38 @@ from typing import Any
 import numpy as np
 import torch
 
-from grader.protocol import INPUT, MAX_REPR, OBJECT, SUBCLASS, UNSUPPORTED
+from grader.protocol import (
+    INPUT,
+    MAX_REPR,
+    OBJECT,
+    SUBCLASS,
+    UNSUPPORTED,
+    WIRE,
+    MessageTooLarge,
+    megabytes,
+)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def to_wire(value: Any, depth: int = 0) -> Any:
-    """Reduce a student's return value to plain data the harness can decode safely."""
+def to_wire(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
+    """Reduce a student's return value to plain data the harness can decode safely.
+
+    Tensors beyond one reply's byte limit (``grader.protocol.WIRE``) raise
+    MessageTooLarge before any of them is copied (``budget``: the bytes left).
+    """
+    budget = [WIRE.message_bytes] if budget is None else budget
     if value is None or type(value) in (bool, int, float, str):
         return value
     if type(value) is torch.Tensor:
-        return _array(value.detach())
+        return _array(value.detach(), budget)
     if isinstance(value, torch.Tensor):
         return {SUBCLASS: type(value).__qualname__}
     if type(value) in (tuple, list) and depth < 4:
-        items = [to_wire(v, depth + 1) for v in value]
+        items = [to_wire(v, depth + 1, budget) for v in value]
         return tuple(items) if type(value) is tuple else items
     if type(value) is dict and depth < 4 and all(type(k) is str for k in value):
-        return {k: to_wire(v, depth + 1) for k, v in value.items()}
+        return {k: to_wire(v, depth + 1, budget) for k, v in value.items()}
     try:
         text = repr(value)[:MAX_REPR]
     except Exception:  # a hostile __repr__ must not break the reply
@@ -41,7 +55,14 @@ def to_wire(value: Any, depth: int = 0) -> Any:
     return {OBJECT: f"{type(value).__module__}.{type(value).__qualname__}", "repr": text}
 
 
-def _array(tensor: torch.Tensor) -> Any:
+def _array(tensor: torch.Tensor, budget: list[int]) -> Any:
+    if tensor.layout == torch.strided:  # counted before the copy below is made
+        budget[0] -= tensor.numel() * tensor.element_size()
+        if budget[0] < 0:
+            raise MessageTooLarge(
+                f"your code returned {megabytes(WIRE.message_bytes - budget[0])} of tensors "
+                f"(the last of shape {tuple(tensor.shape)}); the most one reply to the grader "
+                f"may hold is {megabytes(WIRE.message_bytes)}")
     tensor = tensor.to("cpu", copy=True).resolve_conj().resolve_neg()
     try:
         return tensor.contiguous().numpy().copy()
