@@ -360,3 +360,24 @@ def test_a_function_returning_600_mb_fails_its_check_and_the_harness_stays_small
     assert "600 MB of tensors" in attacked[1] and "64 MB" in attacked[1], attacked
     assert honest[0] == "passed", honest
     assert measured["growth_mb"] < GROWTH_LIMIT_MB, measured
+
+
+def test_a_module_that_rewrites_the_workers_encoder_is_still_refused_by_the_broker(tmp_path):
+    """The student process shares an interpreter with the worker's encoder and its caps: both
+    are the student's to rewrite. The broker, which runs no student code, refuses the
+    reply after its length prefix, and the check fails as the student's."""
+    from grader.harness.engine import run_checks
+    from tests.hostile import Hostile
+
+    case = Hostile(
+        "rewrite_the_encoder", "send 100 MB of bytes past the worker's own caps", "reference",
+        "the broker's receive cap (grader.protocol.receive)",
+        in_function=("import grader.protocol as _wire\n"
+                     "_wire.Reply.encode = lambda self: bytes(100 << 20)"))
+    result = run_checks(case.write(tmp_path),
+                        only="rnn_step_forward_public or word_embedding_public")
+    checks = {c.id: c for c in result.checks}
+    attacked, honest = checks["rnn_step_forward_public"], checks["word_embedding_public"]
+    assert attacked.status == "failed" and "larger than 64 MB" in attacked.message, attacked
+    assert not attacked.regrade
+    assert honest.status == "passed", honest.message

@@ -34,7 +34,16 @@ from multiprocessing.connection import Connection
 from typing import NoReturn
 
 from grader.contract import MODULE_NAME as STUDENT_MODULE
-from grader.protocol import ErrorInfo, Op, ProtocolError, Reply, Request
+from grader.protocol import (
+    TOO_LARGE,
+    ErrorInfo,
+    MessageTooLarge,
+    Op,
+    ProtocolError,
+    Reply,
+    Request,
+    receive,
+)
 
 OUTPUT_CAP = 20_000  # characters of student stdout/stderr kept per request
 
@@ -228,11 +237,16 @@ def broker(requests: Connection, replies: Connection, to_student: Connection,
         return False
     while True:
         try:
-            data = from_student.recv_bytes()
+            data = receive(from_student)  # never more than the harness would accept
+        except MessageTooLarge as exc:  # the student's outcome; that pipe is closed now
+            replies.send_bytes(Reply(False, error=ErrorInfo(TOO_LARGE, str(exc))).encode())
+            return False  # so the student process is killed: it may be stuck writing the rest
         except (EOFError, OSError):
             return True  # the student process died: the harness sees our EOF and says so
         try:
             Reply.decode(data)  # a well-formed reply only, or nothing goes through
+        except MessageTooLarge as exc:
+            data = Reply(False, error=ErrorInfo(TOO_LARGE, str(exc))).encode()
         except ProtocolError as exc:
             data = Reply(False, error=ErrorInfo.grader_side(
                 "ProtocolError", f"the worker sent a reply that is not plain data "
