@@ -75,6 +75,11 @@ def test_a_finding_names_its_line_and_function(tmp_path):
     ("import torch\nf = torch.ops.aten.lstm_cell\n", "torch.ops"),
     ("m = __import__('grad' + 'er')\n", "__import__"),
     ("import inspect\nframe = inspect.currentframe()\n", "inspect"),
+    # laundered: no forbidden or evasive name written anywhere
+    ("import torch\n_T = torch\ncell = getattr(_T, 'lstm' + '_cell')\n",
+     "name computed at run time"),
+    ("_B = len.__self__\nrun = _B.__dict__\n", "__self__"),
+    ("def f(obj, name):\n    return getattr(obj, name)\n", "name computed at run time"),
 ])
 def test_evasion_is_found(tmp_path, source, marker):
     found = _scan(tmp_path, source)

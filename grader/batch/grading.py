@@ -10,7 +10,10 @@ arrives, and the reports in OUT are exported from the store
 skipped; identical files (a copied submission) are graded once. A submission
 the grading machine could not judge (out of memory or time: the grader's limit,
 never the student's fault) is stored as ``needs-regrade`` and graded again by the
-next run, which should be given more memory or CPUs.
+next run, which should be given more memory or CPUs. One that needs a regrade a
+second time in a row for the same cause (the same resources ran out) is stored as
+``needs-attention``, with the evidence of both runs in its message, and is not
+retried again: an instructor looks at it (``--regrade STUDENT`` grades it again).
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from grader.results import RunStatus
 from grader.results.store import Store
 
 STORE_NAME = "grades.sqlite"
-#: A row the grading machine could not judge: never a grade, always retried.
+#: A row the grading machine could not judge: never a grade, retried by the next run.
 NEEDS_REGRADE = "needs-regrade"
+#: A row that needed a regrade twice in a row for the same cause: never a grade, never
+#: retried on its own; its message holds the evidence, for an instructor.
+NEEDS_ATTENTION = "needs-attention"
 
 
 #: What each submission of a batch gets unless told otherwise: everything.
@@ -48,6 +54,8 @@ class BatchSummary:
     problems: int = 0
     seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
+    #: student -> the evidence, for every row that needs an instructor's attention
+    attention: dict[str, str] = field(default_factory=dict)
 
 
 def hidden_path(options: GradingRequest) -> Path:
@@ -216,6 +224,11 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
                              f"identical files to {original['student']}'s, which the grading "
                              "machine could not judge: regraded by the next run", None, 0.0)
                 continue
+            if original is not None and original["status"] == NEEDS_ATTENTION:
+                store.record(run_id, entry.as_dict(), key, NEEDS_ATTENTION,
+                             f"identical files to {original['student']}'s: "
+                             f"{original['message']}", None, 0.0)
+                continue
             if not _reusable(original):  # its original could not be graded: say so
                 store.record(run_id, entry.as_dict(), key, "could-not-grade",
                              "identical to a submission that could not be graded", None, 0.0)
@@ -228,6 +241,8 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
         reports.export(store, out)
         for row in store.latest():
             summary.statuses[row["status"]] = summary.statuses.get(row["status"], 0) + 1
+            if row["status"] == NEEDS_ATTENTION:
+                summary.attention[row["student"]] = row["message"]
     finally:
         store.close()
     summary.seconds = round(time.monotonic() - start, 2)
@@ -236,7 +251,50 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
 
 def _reusable(row: Any) -> bool:
     """A stored grade another identical submission may take over (never a needs-regrade)."""
-    return row is not None and row["status"] != NEEDS_REGRADE
+    return row is not None and row["status"] not in (NEEDS_REGRADE, NEEDS_ATTENTION)
+
+
+def regrade_cause(result: dict[str, Any] | None) -> str:
+    """What the grading machine ran out of for a needs-regrade row: "memory", "cpu+time", ...
+
+    The resources its checks name (``CheckResult.regrade``); "grading process" when
+    the whole grading failed without a result (out of memory, a pool process died).
+    """
+    found = sorted({c["regrade"] for c in (result or {}).get("checks", []) if c.get("regrade")})
+    return "+".join(found) if found else "grading process"
+
+
+def _evidence(result: dict[str, Any] | None, message: str, limit: int = 700) -> str:
+    """The harness's own words for each check it could not judge (or the row's message)."""
+    parts = []
+    for c in (result or {}).get("checks", []):
+        if c.get("regrade"):
+            text = c.get("message", "").split(". This says nothing")[0]
+            parts.append(f"{c['id']}: {text.splitlines()[0] if text else c['regrade']}")
+    text = "; ".join(parts) or message
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def escalate(previous: Any, done: dict[str, Any], student: str) -> dict[str, Any]:
+    """``done`` (a grading's outcome), as ``needs-attention`` when it is the second
+    needs-regrade in a row of the same files for the same cause (``regrade_cause``).
+
+    ``previous``: the stored row this grading replaces (same student, files and
+    grading key), or None. A different cause is a new try: still ``needs-regrade``.
+    """
+    if done["status"] != NEEDS_REGRADE or previous is None or \
+            previous["status"] not in (NEEDS_REGRADE, NEEDS_ATTENTION):
+        return done
+    cause = regrade_cause(done.get("result"))
+    if cause != regrade_cause(_json(previous["result"])):
+        return done
+    before = previous["message"] if previous["status"] == NEEDS_REGRADE else cause
+    message = (f"the grading machine could not judge this submission twice in a row, for the "
+               f"same cause ({cause}); not retried again: look at the evidence, then grade "
+               f"it on a machine with more memory or CPUs (capgrade grade ... --regrade "
+               f"{student}) or by hand. This run: {_evidence(done.get('result'), done['message'])}"
+               f" | The run before: {_evidence(_json(previous['result']), before)}")
+    return {**done, "status": NEEDS_ATTENTION, "message": message}
 
 
 def _json(text: str | None) -> dict | None:
@@ -275,6 +333,8 @@ def _run(todo: list[Entry], options: GradingRequest, out: Path, store: Store, ru
                         "message": f"the grading process died ({type(exc).__name__}: {exc}), "
                                    "most likely out of memory: not a grade; run `capgrade "
                                    "grade` again with fewer --workers or more memory"}
+            done = escalate(store.current(entry.student, entry.content_hash, key), done,
+                            entry.student)
             store.record(run_id, entry.as_dict(), key, done["status"], done["message"],
                          done["result"], done["seconds"])
             summary.graded_now += 1

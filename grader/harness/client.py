@@ -13,17 +13,29 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from grader import sandbox
 from grader.harness.outcome import GraderLimit, Outcome, WorkerFailure
-from grader.protocol import ErrorInfo, Op, ProtocolError, Reply, Request
+from grader.protocol import (
+    TOO_LARGE,
+    ErrorInfo,
+    MessageTooLarge,
+    Op,
+    ProtocolError,
+    Reply,
+    Request,
+    receive,
+)
 from grader.sandbox import forkserver, resources
 
 IMPORT_TIMEOUT = 120.0
@@ -46,6 +58,9 @@ class Submission:
         self._stderr = None
         self.proc: subprocess.Popen | None = None
         self.import_outcome: Outcome | None = None
+        #: The first failed import of this file by this proxy or a sibling, shared among them:
+        #: an import that failed once is not retried by any of them (no second 120 s wait).
+        self._failed_imports: list[Outcome] = []
         self.restarts = 0
         self.isolation: list[str] = []
         self._output: list[str] = []
@@ -96,6 +111,7 @@ class Submission:
                 failure=exc if isinstance(exc, GraderLimit) else None)
         if not self.import_outcome.ok:
             self.import_outcome.error.stage = "import"
+            self._failed_imports.append(self.import_outcome)
         return self.import_outcome
 
     def close(self) -> None:
@@ -124,35 +140,48 @@ class Submission:
     # -- calls ---------------------------------------------------------------------
 
     def _receive(self, timeout: float, doing: str, watch: _Watch) -> Outcome:
-        """The reply to the request just sent, waiting ``timeout`` calibrated seconds."""
+        """The reply to the request just sent, waiting ``timeout`` calibrated seconds.
+
+        A call starved by other processes is waited for longer (``_Watch.timed_out``).
+        """
         start = time.monotonic()
         assert self.proc is not None
+        watch.promise(timeout)
         try:
             ready = self._replies.poll(timeout * self.scale)
-            data = self._replies.recv_bytes() if ready else None
+            data = receive(self._replies) if ready else None  # refused unread past the cap
+        except MessageTooLarge as exc:  # the student's outcome; the pipe is unusable now
+            self.close()
+            return Outcome(False, error=ErrorInfo(TOO_LARGE, str(exc)),
+                           duration=time.monotonic() - start)
         except (EOFError, OSError):
             data = b""
         if data is None:
-            limit = watch.timed_out(timeout, self.scale, doing)
+            more = watch.timed_out(timeout, self.scale, doing)
+            if isinstance(more, float):  # starved by other processes: its CPU time is still due
+                return self._receive(more / self.scale, doing, watch)
             self.close()
-            if limit is not None:
-                raise limit
-            raise WorkerFailure(f"timed out after {timeout * self.scale:g} s while {doing} "
-                                "(an infinite loop, or far too slow)")
+            raise more
         if not data:
             code = self.proc.wait(timeout=5)
             signum = _exit_signal(code)
-            detail = f"killed by signal {signum}" if signum else f"exited with code {code}"
+            detail = (f"killed by signal {_signal_name(signum)}" if signum
+                      else f"exited with code {code}")
             tail = self._stderr_tail()
             self.close()
-            limit = watch.died(signum, doing)
-            if limit is not None:
-                raise limit
+            failure = watch.died(signum, doing, self.sandbox.limits.cpu_seconds
+                                 if self.sandbox is not None else None)
+            if failure is not None:
+                raise failure
             raise WorkerFailure(f"the worker process {detail} while {doing} "
                                 "(sys.exit/os._exit or a crash)"
                                 + (f"; its last words: {tail}" if tail else ""))
         try:
             reply = Reply.decode(data)
+        except MessageTooLarge as exc:  # over a cap of grader.protocol.WIRE: fails this check
+            self.close()
+            return Outcome(False, error=ErrorInfo(TOO_LARGE, str(exc)),
+                           duration=time.monotonic() - start)
         except ProtocolError as exc:
             self.close()
             raise WorkerFailure(f"the worker sent a reply that is not plain data ({exc})") from exc
@@ -170,6 +199,8 @@ class Submission:
         return stream.read().decode(errors="replace").strip()
 
     def _ensure_started(self) -> Outcome:
+        if self.import_outcome is None and self._failed_imports:
+            self.import_outcome = self._failed_imports[0]  # a sibling's: the same file failed
         if self.import_outcome is not None and not self.import_outcome.ok:
             return self.import_outcome  # an import that failed once is not retried
         if self.proc is None or self.proc.poll() is not None:
@@ -200,6 +231,7 @@ class Submission:
         twin = Submission(self.path, timeout=self.timeout, device=self.device,
                           secrets=self.secrets)
         twin.scale = self.scale
+        twin._failed_imports = self._failed_imports
         return twin
 
     def merge_output(self, other: Submission) -> None:
@@ -238,47 +270,148 @@ class Pending:
         return self.done
 
 
+def _death(code: int | None) -> str:
+    """'killed by signal SIGSEGV', 'exited with code 3', or '' (still running, or exit 0)."""
+    if not code:
+        return ""
+    signum = _exit_signal(code)
+    return f"killed by signal {_signal_name(signum)}" if signum else f"exited with code {code}"
+
+
 def _exit_signal(code: int) -> int:
     """The signal that ended a worker, or 0 (its sandbox's init reports signal N as 128 + N)."""
     return -code if code < 0 else code - 128 if code > 128 else 0
 
 
 class _Watch:
-    """What the host said before a request, to tell afterwards whose fault a failure was."""
+    """What the harness itself saw of a request, to tell afterwards whose fault a failure was.
 
-    def __init__(self, proc: subprocess.Popen | forkserver.ForkedProcess | None):
+    Only this accounting (the clock, the sandbox tree's schedstat and CPU times,
+    the host's OOM counters) ever makes a failure the grader's: never what the
+    worker sends, nor a signal or an exit code it could have given itself.
+    """
+
+    def __init__(self, proc: subprocess.Popen | forkserver.ForkedProcess | None,
+                 memory_events: Callable[[], dict[str, int]] | None = None):
         self.proc = proc
         self.pid = proc.pid if proc is not None else None
+        self.started = time.monotonic()
         self.oom = resources.oom_kills()
+        #: Reads the counters of the sandbox's OWN memory cgroup, where it has one
+        #: (``functools.partial(grader.sandbox.cgroup.counters, sandbox.id)``): a kill by
+        #: ITS limit is the student's (``resources.memory_kill``). None: every OOM kill
+        #: the host's counters show is the host's, the grader's.
+        self.memory_events = memory_events
+        self.own_memory = memory_events() if memory_events is not None else None
         self.usage = resources.tree_usage(self.pid)
+        #: CPU seconds this call was promised (its calibrated timeout), set by ``promise``.
+        self.budget: float | None = None
+        try:
+            self._granted = _GRANTED.setdefault(proc, [0.0])
+        except TypeError:  # None, or a stand-in that cannot be weakly referenced
+            self._granted = [0.0]
 
-    def timed_out(self, calibrated: float, scale: float, doing: str) -> GraderLimit | None:
-        """A GraderLimit when the worker was starved of CPU rather than slow itself."""
+    def promise(self, calibrated: float) -> None:
+        """Note the CPU time the call is promised; once (more time for a starved call is no
+        new promise). The sum over a worker's calls is what the grader gave it."""
+        if self.budget is None:
+            self.budget = calibrated
+            self._granted[0] += calibrated
+
+    def timed_out(self, calibrated: float, scale: float, doing: str) -> float | WorkerFailure:
+        """A wait for the reply ran out: seconds more to wait, or the failure to raise.
+
+        ``resources.timeout_verdict`` on the tree's usage since the request: a call
+        held back by other processes waits on (``resources.more_time``) until it has
+        had the CPU time its timeout promises, and is the grader's limit ("time")
+        only if ``resources.OVERTIME_CAP`` timeouts pass first. One that had that CPU
+        time, or was sleeping or blocked, or waited for its own processes, timed out:
+        the student's outcome, said plainly.
+        """
+        self.promise(calibrated)
+        budget = self.budget if self.budget is not None else calibrated
+        wall = time.monotonic() - self.started
         now = resources.tree_usage(self.pid)
-        if now is None or self.usage is None:
-            return None
-        used = now - self.usage
-        if not resources.starved(used, calibrated):
-            return None
-        return GraderLimit("time", f"while {doing}, the worker got {used.running / 1e9:.1f} s "
-                           f"of CPU in {calibrated * scale:g} s and waited "
-                           f"{used.waiting / 1e9:.1f} s for one; machine: "
-                           f"{resources.describe_host()}")
+        used = now - self.usage if now is not None and self.usage is not None else None
+        verdict = resources.timeout_verdict(used, budget, wall, scale)
+        plain = (f"timed out after {budget * scale:g} s while {doing} "
+                 "(an infinite loop, or far too slow)")
+        if used is None or verdict == "unknown":
+            return WorkerFailure(plain)
+        running = used.running / 1e9
+        if verdict == "starved":
+            more = resources.more_time(used, budget, wall, scale)
+            if more > 0.05:
+                return more
+            return GraderLimit("time", f"while {doing}, the worker got {running:.1f} s of the "
+                               f"{budget:g} s of CPU its timeout promises in {wall:.1f} s: it "
+                               f"waited {resources.waited_for_others(used, wall):.1f} s for "
+                               f"CPUs that other processes held; machine: "
+                               f"{resources.describe_host()}")
+        if verdict == "spent":
+            busy = wall > budget * scale + 0.5
+            return WorkerFailure(plain + f": it had its whole {budget:g} s of CPU time"
+                                 + (f" (in {wall:.1f} s on a busy machine; the time it "
+                                    "waited for a CPU did not count)" if busy else ""))
+        return WorkerFailure(plain + f": it ran only {running:.1f} s of CPU in {wall:.1f} s "
+                             "and spent the rest sleeping, blocked, or waiting for its own "
+                             "processes (not for CPUs that other processes held)")
 
-    def died(self, signum: int, doing: str) -> GraderLimit | None:
-        """A GraderLimit when the host killed the worker: out of memory or CPU time."""
+    def died(self, signum: int, doing: str, cpu_limit: float | None = None
+             ) -> WorkerFailure | None:
+        """What the worker's death by ``signum`` means, on the harness's evidence.
+
+        A ``GraderLimit`` when the host stopped it (its OOM killer, the fork server's
+        end, a CPU-time limit below what the grader gave the calls); a plain
+        ``WorkerFailure`` when the evidence shows the student's code (a SIGXCPU far
+        below the limit: sent to itself; its sandbox's own memory limit); None: no
+        evidence either way, the caller's plain message. ``cpu_limit``: the sandbox's
+        ``RLIMIT_CPU`` seconds.
+        """
         if signum == resources.SIGXCPU:
-            return GraderLimit("cpu", f"the worker used up the sandbox's CPU-time limit while "
-                               f"{doing}")
+            elapsed = time.monotonic() - self.started
+            if cpu_limit is None or not resources.could_reach_cpu_limit(self.usage, elapsed,
+                                                                        cpu_limit):
+                return WorkerFailure(
+                    f"your code's process was killed by signal SIGXCPU while {doing}, long "
+                    f"before it could have used the sandbox's CPU-time limit: a signal it sent "
+                    "itself (os.kill or libc kill), or an exit code that says so")
+            granted = self._granted[0]
+            if granted + STARTUP_CPU >= cpu_limit:
+                return GraderLimit("cpu", f"the worker used up the sandbox's CPU-time limit "
+                                   f"({cpu_limit:g} s) while {doing}, and the grader had "
+                                   f"given its calls {granted:g} s of CPU in all")
+            return WorkerFailure(
+                f"your code used up the sandbox's CPU-time limit ({cpu_limit:g} s of CPU) "
+                f"while {doing}, though all its calls together were given only {granted:g} s: "
+                "code kept running beside them (busy threads or processes)")
         if signum != resources.SIGKILL:
             return None
-        if resources.killed_for_memory(self.oom):
+        own_after = self.memory_events() if self.memory_events is not None else None
+        kind = resources.memory_kill(self.oom, self.own_memory, own_after)
+        if kind == "sandbox":
+            return WorkerFailure(f"your code's process was killed for using more memory than "
+                                 f"the sandbox allows while {doing}")
+        if kind == "host":
             return GraderLimit("memory", f"the kernel's out-of-memory killer stopped the "
                                f"worker while {doing}; machine: {resources.describe_host()}")
         if isinstance(self.proc, forkserver.ForkedProcess) and not self.proc.server.alive():
             # A fork server takes its workers with it (PR_SET_PDEATHSIG).
             return GraderLimit("grader", f"the grader's fork server stopped while {doing}")
         return None
+
+
+#: CPU seconds a worker uses of its own, beside its calls (starting, importing torch).
+STARTUP_CPU = 60.0
+#: CPU seconds the grader's calls were promised, per worker process (``_Watch.promise``).
+_GRANTED: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
 
 
 def read_loss_file(path: str | Path, max_bytes: int,
@@ -324,16 +457,29 @@ def _parse_loss_file(path: Path, max_bytes: int, secrets: tuple[Path, ...]
         watch = _Watch(worker.proc)
         worker.requests.send_bytes(Request(Op.READ_LOSS_FILE, path=str(copy),
                                            params={"max_bytes": max_bytes}).encode())
-        scale = resources.timeout_scale()
-        if not worker.replies.poll(IMPORT_TIMEOUT * scale):
-            raise watch.timed_out(IMPORT_TIMEOUT, scale, f"reading {path.name}") or \
-                WorkerFailure(f"timed out after {IMPORT_TIMEOUT * scale:g} s reading {path.name}")
+        scale, wait, doing = resources.timeout_scale(), IMPORT_TIMEOUT, f"reading {path.name}"
+        while not worker.replies.poll(wait * scale):  # no student code there: only the file
+            more = watch.timed_out(IMPORT_TIMEOUT, scale, doing)
+            if isinstance(more, GraderLimit):
+                raise more
+            if not isinstance(more, float):
+                raise LossFileError(f"{path.name} could not be read: the grader's reader {more}; "
+                                    "three lists of losses read in well under a second, so the "
+                                    "file is malformed")
+            wait = more / scale
         try:
-            reply = Reply.decode(worker.replies.recv_bytes())
+            reply = Reply.decode(receive(worker.replies))
+        except MessageTooLarge as exc:  # no student code ran there: the file holds too much
+            raise LossFileError(f"{path.name} holds more than the grader reads back ({exc})"
+                                ) from None
         except (EOFError, OSError, ProtocolError) as exc:
             code = worker.proc.wait(timeout=5) if worker.proc is not None else 0
-            raise watch.died(_exit_signal(code), f"reading {path.name}") or WorkerFailure(
-                f"the worker reading {path.name} failed ({exc})") from None
+            failure = watch.died(_exit_signal(code), doing, worker.sandbox.limits.cpu_seconds)
+            if isinstance(failure, GraderLimit):  # the host's doing (OOM killer, fork server)
+                raise failure from None
+            raise LossFileError(f"{path.name} could not be read: the grader's reader failed on "
+                                f"it ({failure or _death(code) or exc}); the file is malformed"
+                                ) from None
     finally:
         worker.close()
     if reply.ok and isinstance(reply.value, dict):
@@ -341,8 +487,9 @@ def _parse_loss_file(path: Path, max_bytes: int, secrets: tuple[Path, ...]
     error = reply.error or ErrorInfo("", "")
     if error.type == "LossFileError":
         raise LossFileError(error.message)
-    raise WorkerFailure(f"reading {path.name} failed in the grader ({error.type}: "
-                        f"{error.message})")
+    # Only the file went in: a reader that fails on it failed because of the file.
+    raise LossFileError(f"{path.name} could not be read: the grader's reader failed on it "
+                        f"({error.type}: {error.message[:300]}); the file is malformed")
 
 
 # -- the workers: started cold, or one kept warm ------------------------------------------

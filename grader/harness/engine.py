@@ -101,7 +101,8 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
         _RUNNING.remove((plugin, result, start))
         plugin.submission.close()
         plugin.submission.discard_launched()
-    result.checks = sorted(plugin.results, key=lambda c: plugin.order.get(c.id, 0))
+    result.checks = sorted((c for c in plugin.results if c.id not in plugin.evidence_only),
+                           key=lambda c: plugin.order.get(c.id, 0))
     if not request.record:
         diagnose(result.checks, plugin.notes, plugin.catalogue)
     result.isolation = list(plugin.submission.isolation)

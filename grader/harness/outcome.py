@@ -18,15 +18,19 @@ class WorkerFailure(Exception):
 
 #: What a grading machine can run out of, and the words a message uses for it.
 RESOURCES = {"memory": "memory", "time": "CPU time (the machine was too slow or too busy)",
-             "cpu": "its CPU-time limit", "deadline": "time before the autograder's deadline",
+             "cpu": "the CPU time its sandbox allows (the grader's calls were given more)",
+             "deadline": "time before the autograder's deadline",
              "grader": "a working grader process (one of the grader's own processes stopped)"}
 
 
 class GraderLimit(WorkerFailure):
     """The grading machine ran out of something: the grader's limit, never the student's fault.
 
-    Raised only on the trusted side (from what the host reports), never decoded
-    from a worker's reply, so student code cannot claim it.
+    Raised only on the trusted side, on the harness's own accounting (the host's
+    OOM counters, the sandbox tree's CPU and wait times against the clock, the CPU
+    time the grader gave the worker's calls), never decoded from a worker's reply
+    nor inferred from a signal or exit code student code could give itself: see
+    ``grader.harness.client._Watch`` and ``grader.sandbox.resources``.
     """
 
     def __init__(self, resource: str, detail: str):

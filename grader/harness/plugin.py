@@ -195,6 +195,8 @@ class GradingPlugin:
         self.rubric = load_rubric(rubric_path)
         self.rubric_path = rubric_path
         self.results: list[CheckResult] = []
+        #: Checks run only so that the rules have verdicts to read (not reported).
+        self.evidence_only: set[str] = set()
         #: Record mode: what the reference produced, and the seeds of each check.
         self.recorded: dict[str, dict[str, Any]] = {"public": {}, "hidden": {}, "seeds": {}}
         self.expected: dict[str, Any] = {}  # loaded once per session
@@ -224,6 +226,12 @@ class GradingPlugin:
                                                                   request.record):
             return False
         if request.groups and check_group(item) not in request.groups:
+            # The rules are judged from the function checks' verdicts: with the rules
+            # selected alone, those run as evidence, and are left out of the result.
+            if "rules" in request.groups and entry.get("visibility", "public") == "public" \
+                    and not entry.get("slow", False) and not entry.get("advisory", False):
+                self.evidence_only.add(check_id(item))
+                return True
             return False
         if entry.get("slow", False):
             if request.record:

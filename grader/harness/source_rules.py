@@ -74,6 +74,8 @@ EVASIVE_ATTRIBUTES = {
     "__builtins__": "__builtins__", "f_globals": "a frame's globals",
     "f_locals": "a frame's locals", "f_back": "frame walking", "gi_frame": "frame walking",
     "__subclasses__": "__subclasses__ (finds any class)", "__dict__": None,
+    "__self__": "a builtin's __self__ (the builtins module)",
+    "__class__": None, "__bases__": "__bases__ (walks classes)", "__mro__": "__mro__",
     "DisableTorchFunction": "torch._C.DisableTorchFunction",
     "DisableTorchFunctionSubclass": "torch._C.DisableTorchFunctionSubclass",
     "_disabled_torch_function_impl": "torch's function-override switch",
@@ -232,6 +234,22 @@ class _Reader(ast.NodeVisitor):
                 self._add("evasion", what, node)
         self.generic_visit(node)
 
+    def visit_Assign(self, node: ast.Assign) -> None:
+        """``_T = torch`` (or ``_T, _F = torch, F``): the new name stands for the module."""
+        pairs: list[tuple[ast.AST, ast.AST]] = []
+        for target in node.targets:
+            if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple) \
+                    and len(target.elts) == len(node.value.elts):
+                pairs += list(zip(target.elts, node.value.elts, strict=True))
+            else:
+                pairs.append((target, node.value))
+        for target, value in pairs:
+            dotted = self._dotted(value)
+            if isinstance(target, ast.Name) and dotted is not None and \
+                    dotted.split(".")[0] in _LIBRARIES and "." not in target.id:
+                self.aliases[target.id] = dotted
+        self.generic_visit(node)
+
     def visit_Name(self, node: ast.Name) -> None:
         dotted = self.aliases.get(node.id)
         if dotted is not None:
@@ -248,16 +266,17 @@ class _Reader(ast.NodeVisitor):
                                                        "hasattr") and len(node.args) >= 2:
             target = self._dotted(node.args[0])
             name = node.args[1]
-            on_library = target is not None and target.split(".")[0] in (
-                "torch", "sys", "builtins", "os", "grader")
+            on_library = target is not None and target.split(".")[0] in _LIBRARIES
+            plain_object = isinstance(node.args[0], ast.Name) and node.args[0].id in (
+                "self", "cls", "module", "model", "m", "layer")
             if isinstance(name, ast.Constant) and isinstance(name.value, str):
                 if target is not None:
                     self._name(f"{target}.{name.value}", node)
                 if name.value in EVASIVE_ATTRIBUTES and EVASIVE_ATTRIBUTES[name.value]:
                     self._add("evasion", f"{func.id}(..., {name.value!r})", node)
-            elif on_library:
-                self._add("evasion", f"{func.id}({target}, <a name computed at run time>)",
-                          node)
+            elif on_library or not plain_object:
+                self._add("evasion", f"{func.id}({target or 'an object'}, <a name computed at "
+                          "run time>)", node)
             if func.id != "getattr" and on_library:
                 self._add("evasion", f"{func.id} on {target} (changes a library)", node)
         self.generic_visit(node)
@@ -265,6 +284,11 @@ class _Reader(ast.NodeVisitor):
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str) and node.value.startswith(("grader.", "capgrade")):
             self._add("evasion", f"names the grader's module {node.value[:60]!r}", node)
+
+
+#: Roots of dotted names that are libraries (not the student's own objects).
+_LIBRARIES = ("torch", "sys", "builtins", "os", "grader", "capgrade", "gc", "inspect",
+              "importlib", "ctypes", "types")
 
 
 def _prefixes(dotted: str) -> list[str]:

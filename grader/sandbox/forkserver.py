@@ -11,13 +11,16 @@ secret: its environment is the scrubbed one every sandbox gets.
 
 Each fork then enters its sandbox the way ``unshare`` + ``grader.sandbox.launch``
 enter it for an exec'd worker, before any student code exists: its own
-session, the sandbox's environment and home, new network, mount and PID
-namespaces (``unshare(2)``; a user namespace where not root), ``/proc``
-remounted, the same mounts, limits and user switch (``launch.enter``), a
-PID-namespace init, then the worker (``grader.worker.process.run``), which
-installs its audit hook and forks the student process. So every worker still
-starts from the same pristine state and dies with its submission; the
-harness's ``Sandbox`` records the same layers.
+session, the sandbox's environment and home, its memory cgroup joined on the
+host (``launch.outside``: the harness made it, and mounted the home's tmpfs,
+in ``Sandbox.plan``), new network, IPC, UTS, mount and PID namespaces
+(``unshare(2)``; a user namespace where not root), ``/proc`` remounted, the
+same mounts, limits and user switch (``launch.enter``), a PID-namespace init,
+then the worker (``grader.worker.process.run``), which installs its audit hook
+and forks the student process. So every worker still starts from the same
+pristine state and dies with its submission: nothing it wrote (files, System V
+or POSIX IPC, the server's state, which it never touches) reaches the next
+fork; the harness's ``Sandbox`` records the same layers.
 
 Wire: a Unix ``SOCK_SEQPACKET`` pair. The harness sends ``{"spawn": spec}`` with
 the worker's pipes and stderr file as ``SCM_RIGHTS``; the server answers

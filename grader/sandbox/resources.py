@@ -1,12 +1,16 @@
 """What the host gives a grading run, and whether it ran out: memory, CPU share, OOM kills.
 
 The grader's limits must never cost a student points. A sandboxed process
-killed by the kernel's out-of-memory killer, kept waiting for a CPU by a
-quota, or stopped by the CPU-time limit failed because of the machine it was
-graded on, not because of its code. This module reads what Linux exposes to
-tell those apart (cgroup v1 and v2, with or without a cgroup namespace, as
-in Docker; ``/proc``), and answers ``None`` where the host does not say.
-Reading these files never needs torch or privileges.
+killed by the host's out-of-memory killer, or kept from the CPU time its
+timeout promises by other processes, failed because of the machine it was
+graded on, not because of its code. But only the harness's own accounting says
+so: a signal the student's code can send itself (SIGXCPU), waiting for the
+sandbox's own processes, sleeping, or a call that spins whenever it runs are
+the student's. This module reads what Linux exposes to tell those apart
+(cgroup v1 and v2, with or without a cgroup namespace, as in Docker; ``/proc``:
+schedstat, stat) and decides (``timeout_verdict``, ``could_reach_cpu_limit``,
+``memory_kill``); it answers ``None`` where the host does not say. Reading these
+files never needs torch or privileges.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-#: Exit signals of a sandboxed process that mean the host's limits, not the student's code.
+#: Exit signals of a sandboxed process that may mean the host's limits (never on their own).
 SIGKILL = int(signal.SIGKILL)
 SIGXCPU = int(getattr(signal, "SIGXCPU", 24))
 
@@ -182,21 +186,57 @@ def killed_for_memory(before: dict[str, int]) -> bool:
     return found if found is not None else memory_limit() is not None
 
 
+def memory_kill(before: dict[str, int], own_before: dict[str, int] | None = None,
+                own_after: dict[str, int] | None = None) -> str | None:
+    """Whose out-of-memory kill a SIGKILL since ``before`` (``oom_kills()``) was.
+
+    ``own_before``/``own_after``: the counters of the sandbox's OWN memory cgroup
+    before the call and after the kill, as ``grader.sandbox.cgroup.counters`` gives
+    them (``{"oom": times its own limit was reached, "oom_kill": its processes
+    killed}``). Its own limit reached and one of its processes killed: the student's
+    code used more memory than the sandbox allows, "sandbox" (note that the host's
+    counters, ``/proc/vmstat`` and the grader's own groups, count that kill too).
+    Any other OOM kill (the host's or the grading container's killer; or, where the
+    host shows no counter, any SIGKILL under a memory limit) is the grader's:
+    "host". None: not a memory kill.
+    """
+    if own_before is not None and own_after is not None:
+        hit = own_after.get("oom", 0) > own_before.get("oom", 0)
+        killed = own_after.get("oom_kill", 0) > own_before.get("oom_kill", 0)
+        if hit and (killed or "oom_kill" not in own_after):
+            return "sandbox"
+    return "host" if killed_for_memory(before) else None
+
+
 @dataclass(frozen=True)
 class CpuUsage:
-    """Scheduler time of a process tree: on a CPU, and runnable but waiting for one (ns)."""
+    """Scheduler time of a sandbox's process tree (ns), as the harness reads it from /proc.
+
+    ``running``: on a CPU; ``waiting``: runnable but waiting for one (schedstat counts
+    only runnable time: a sleeping or blocked task adds to neither). Both are sums
+    over every task. ``busiest``: the CPU time of the one process that used most
+    (``RLIMIT_CPU`` counts per process, dead threads included); ``cpus``: how many
+    CPUs the tree's tasks may run on (the union of their affinity masks, capped by
+    a CPU quota); 0 where unknown. A difference (``after - before``) keeps the
+    later reading's ``busiest`` and ``cpus``.
+    """
 
     running: int = 0
     waiting: int = 0
+    busiest: int = 0
+    cpus: float = 0.0
 
     def __sub__(self, other: CpuUsage) -> CpuUsage:
-        return CpuUsage(self.running - other.running, self.waiting - other.waiting)
+        return CpuUsage(self.running - other.running, self.waiting - other.waiting,
+                        self.busiest, self.cpus)
 
 
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
+        if current in found:
+            continue
         found.append(current)
         for task in (_safe_listdir(f"/proc/{current}/task") or [str(current)]):
             todo.extend(int(c) for c in (_read(Path(f"/proc/{current}/task/{task}/children"))
@@ -211,32 +251,179 @@ def _safe_listdir(path: str) -> list[str]:
         return []
 
 
+def _uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _sandbox_processes(pid: int) -> list[int]:
+    """``pid``, its descendants, and every process of a sandbox's own user id.
+
+    A sandbox's processes are its descendants where a PID namespace holds them
+    (orphans go to its init). Without one, a double fork leaves the tree; where
+    the sandbox runs as a uid of its own (``grader.sandbox.OWN_UIDS``) every
+    process of that uid is still counted as the sandbox's, so a student's stray
+    processes never count as "other processes" that starved it.
+    """
+    from grader.sandbox import OWN_UIDS
+
+    found = _descendants(pid)
+    own = {u for u in map(_uid, found) if u is not None and u in OWN_UIDS}
+    if own:
+        known = set(found)
+        for entry in _safe_listdir("/proc"):
+            if entry.isdigit() and int(entry) not in known and _uid(int(entry)) in own:
+                found.append(int(entry))
+    return found
+
+
+def _cpu_list(text: str) -> set[int]:
+    """'0-2,5' -> {0, 1, 2, 5}."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+_TICK_NS = 1e9 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
 def tree_usage(pid: int | None) -> CpuUsage | None:
-    """Scheduler time of ``pid``, its threads and descendants; None without schedstat."""
+    """Scheduler time of the sandbox led by ``pid`` (see ``_sandbox_processes``); None without
+    schedstat.
+
+    A process's running time is the larger of its live threads' schedstat and its own
+    CPU time (dead threads included), plus what its reaped children used: a
+    student's children that spin and exit before the harness looks still count.
+    """
     if pid is None:
         return None
-    running = waiting = 0
+    running = waiting = busiest = 0
+    allowed: set[int] = set()
     seen = False
-    for process in _descendants(pid):
+    for process in _sandbox_processes(pid):
+        threads = 0
         for task in _safe_listdir(f"/proc/{process}/task"):
             fields = (_read(Path(f"/proc/{process}/task/{task}/schedstat")) or "").split()
             if len(fields) >= 2:
-                running += int(fields[0])
+                threads += int(fields[0])
                 waiting += int(fields[1])
                 seen = True
-    return CpuUsage(running, waiting) if seen else None
+            for line in (_read(Path(f"/proc/{process}/task/{task}/status")) or "").splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    allowed |= _cpu_list(line.split(":", 1)[1])
+        stat = (_read(Path(f"/proc/{process}/stat")) or "").rpartition(")")[2].split()
+        own = children = 0
+        if len(stat) > 14 and all(f.isdigit() for f in stat[11:15]):
+            own = int((int(stat[11]) + int(stat[12])) * _TICK_NS)
+            children = int((int(stat[13]) + int(stat[14])) * _TICK_NS)
+        busiest = max(busiest, own, threads)
+        running += max(threads, own) + children
+    if not seen:
+        return None
+    quota = cpu_quota()
+    cpus = float(len(allowed)) if allowed else 0.0
+    if cpus and quota:
+        cpus = min(cpus, quota)
+    return CpuUsage(running, waiting, busiest, cpus)
 
 
-def starved(usage: CpuUsage | None, calibrated: float) -> bool:
-    """Whether a timed-out call was held back by the machine rather than by its code.
+# -- whose fault a timeout was ------------------------------------------------------------
 
-    True when it spent more time waiting for a CPU than on one, and less time
-    on one than the calibrated timeout: it never got the CPU time the timeout
-    promises. A loop that ran (or code that sleeps, or is blocked) is not.
+#: A call that got all but this share of its CPU budget used it up (the spin loop's reply
+#: races the harness's reading by a few milliseconds).
+SPENT_SLACK = 0.03
+#: A timed-out call counts as held back by the machine only when, for at least this share
+#: of the time, it was running or waiting for a CPU that other processes held (not
+#: sleeping, not blocked, not waiting for its own processes).
+RUNNABLE_SHARE = 0.75
+#: How long a starved call may wait in all, in multiples of its timeout, for the CPU time
+#: its timeout promises; past that it is the grader's limit ("time").
+OVERTIME_CAP = 4.0
+
+
+def waited_for_others(used: CpuUsage, wall: float) -> float:
+    """Seconds the tree waited for a CPU while it did not use all the CPUs it may run on.
+
+    The tree's own tasks, runnable together on fewer CPUs than there are tasks (four
+    busy children pinned to one CPU), wait for each other: that waiting is not the
+    machine's doing. It can only be the machine's up to the CPU capacity the tree left
+    unused in ``wall`` seconds: ``cpus * wall - running``.
     """
-    if usage is None:
+    cpus = used.cpus or available_cpus()
+    unused = max(0.0, cpus * wall - used.running / 1e9)
+    return max(0.0, min(used.waiting / 1e9, unused))
+
+
+def timeout_verdict(used: CpuUsage | None, budget: float, wall: float | None = None,
+                    scale: float = 1.0) -> str:
+    """What a call still running after ``wall`` seconds came to, by the harness's accounting.
+
+    ``budget`` is the CPU time its timeout promises (the calibrated timeout, seconds
+    on a full core); ``scale`` is ``timeout_scale()`` (``wall`` defaults to the
+    timeout, ``budget * scale``); ``used`` the tree's usage since the call was sent.
+
+    - ``"spent"``: it had its whole CPU budget and did not finish: the student's timeout.
+    - ``"idle"``: it was not runnable for much of the time (sleeping, blocked, waiting
+      only for its own processes): even every CPU second it waited for would not have
+      made up its budget. The student's timeout.
+    - ``"starved"``: other processes held the CPUs it waited for: give it more time
+      (up to ``OVERTIME_CAP`` timeouts); still short of its budget then, the grader's.
+    - ``"unknown"``: the host does not say (no schedstat): a plain timeout, as ever.
+    """
+    if used is None:
+        return "unknown"
+    wall = budget * scale if wall is None else wall
+    running = used.running / 1e9
+    if running >= budget * (1 - SPENT_SLACK):
+        return "spent"
+    entitled = wall / max(scale, 1.0)  # the CPU seconds one full core gives in ``wall``
+    if running + waited_for_others(used, wall) < RUNNABLE_SHARE * entitled:
+        return "idle"
+    return "starved"
+
+
+def starved(usage: CpuUsage | None, calibrated: float, wall: float | None = None,
+            scale: float = 1.0) -> bool:
+    """Whether a timed-out call that cannot be given more time (a notebook cell) was held
+    back by other processes (``timeout_verdict``) from more than a tenth of its budget."""
+    return timeout_verdict(usage, calibrated, wall, scale) == "starved" and \
+        usage is not None and usage.running < 0.9 * calibrated * 1e9
+
+
+def more_time(used: CpuUsage, budget: float, wall: float, scale: float = 1.0) -> float:
+    """Seconds more a starved call should get: what its budget still needs at its CPU share
+    so far (with a margin), at least half a second or a twentieth of its timeout, never
+    past ``OVERTIME_CAP`` timeouts in all (0 there)."""
+    running = used.running / 1e9
+    share = max(running / max(wall, 1e-3), 0.02)
+    need = 1.1 * (budget - running) / share + 0.2
+    return max(0.0, min(max(need, 0.5, 0.05 * budget * scale),
+                        OVERTIME_CAP * budget * scale - wall))
+
+
+# -- whose fault a kill was ---------------------------------------------------------------
+
+
+def could_reach_cpu_limit(before: CpuUsage | None, elapsed: float, limit: float) -> bool:
+    """Whether one of the tree's processes can have used ``limit`` CPU seconds by now.
+
+    ``RLIMIT_CPU`` sends SIGXCPU when a process's own CPU time reaches it. Read
+    ``elapsed`` seconds ago, the busiest process had used ``before.busiest``; since
+    then it cannot have gained more than ``elapsed`` seconds per CPU it could use (its
+    affinity then, or all this run may use: it may widen its affinity). Below that, a
+    SIGXCPU was not the limit's: the process sent it itself (``os.kill``, libc
+    ``kill``), or one of its own processes did. No reading: nothing shows the limit
+    was reached (False).
+    """
+    if before is None:
         return False
-    return usage.waiting > usage.running and usage.running < calibrated * 1e9
+    cpus = max(before.cpus, available_cpus(), 1.0)
+    return before.busiest / 1e9 + elapsed * cpus >= limit
 
 
 def describe_host() -> str:

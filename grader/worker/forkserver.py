@@ -3,8 +3,11 @@
 Started by the harness (``grader.sandbox.forkserver``, which documents the
 design and the wire). It never imports or runs student code. Each fork leaves
 the server behind (its channel closed, the sandbox's environment, session and
-home), enters the sandbox as ``unshare`` + ``grader.sandbox.launch`` would for
-an exec'd worker, and becomes the worker (``grader.worker.process.run``).
+home), joins the sandbox's memory cgroup on the host (``launch.outside``),
+enters the sandbox as ``unshare`` + ``grader.sandbox.launch`` would for an
+exec'd worker (``unshare(2)`` with the same namespaces: mount, network, IPC,
+UTS, PID, and a user namespace where not root), and becomes the worker
+(``grader.worker.process.run``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from grader.sandbox.forkserver import MESSAGE, PLACEHOLDER_ID
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, \
     0x40000000
+CLONE_NEWUTS, CLONE_NEWIPC = 0x04000000, 0x08000000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 
 
@@ -137,8 +141,9 @@ def _become_worker(spec: dict[str, Any], fds: list[int], own: tuple[int, ...],
     os.chdir(spec["cwd"])
     if sys.path and sys.path[0] == started_in:  # ``python -m`` put the server's cwd first
         sys.path[0] = spec["cwd"]
-    _fresh_state()
     args = launch.parser().parse_args(spec["launch"])
+    launch.outside(args)  # on the host, as root: into its cgroup before anything else
+    _fresh_state()
     flags = spec.get("unshare")
     if flags is not None:
         _unshare(flags)
@@ -184,6 +189,8 @@ def _unshare(flags: list[str]) -> None:
     uid, gid = os.getuid(), os.getgid()
     bits = CLONE_NEWNS if "--mount" in flags else 0
     bits |= CLONE_NEWNET if "--net" in flags else 0
+    bits |= CLONE_NEWIPC if "--ipc" in flags else 0
+    bits |= CLONE_NEWUTS if "--uts" in flags else 0
     bits |= CLONE_NEWPID if "--pid" in flags else 0
     bits |= CLONE_NEWUSER if "--user" in flags else 0
     if _libc().unshare(bits) != 0:

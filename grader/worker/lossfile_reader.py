@@ -42,6 +42,9 @@ def load_loss_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> dict
     return _normalise(raw, path.name)
 
 
+#: The most values one loss history may hold (the course writes 2,340 per model).
+MAX_VALUES = 1_000_000
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -120,11 +123,26 @@ def _to_floats(value: object, key: str) -> list[float]:
                 f"{key} is a {value.dim()}-D tensor of shape {tuple(value.shape)}; "
                 "expected a 1-D list of per-iteration losses"
             )
+        # Before anything is materialised: a view may repeat a few bytes of storage as
+        # millions of values (stride 0 or overlapping strides), which the file's size
+        # limit does not bound. A saved history's values each have bytes of their own.
+        stored = value.untyped_storage().nbytes()
+        if value.numel() * value.element_size() > stored or value.numel() > MAX_VALUES:
+            raise LossFileError(
+                f"{key} is a tensor of {value.numel():,} values "
+                + (f"viewing only {stored:,} bytes of storage (a strided view that repeats "
+                   "values)" if value.numel() * value.element_size() > stored else
+                   f"(more than the {MAX_VALUES:,} a loss history may have)")
+                + "; save the per-iteration losses as a plain list of floats"
+            )
         try:
             return [float(x) for x in value.detach().to(torch.float64).tolist()]
         except Exception as exc:  # exotic tensors (quantized, ...) that cannot be converted
             raise LossFileError(f"{key}: tensor could not be converted to floats ({exc})") from exc
     if isinstance(value, (list, tuple)):
+        if len(value) > MAX_VALUES:
+            raise LossFileError(f"{key} holds {len(value):,} values, more than the "
+                                f"{MAX_VALUES:,} a loss history may have")
         out: list[float] = []
         for i, x in enumerate(value):
             if not _is_number(x):
