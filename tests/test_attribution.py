@@ -173,6 +173,37 @@ def test_a_kill_by_the_sandboxs_own_memory_limit_is_the_students(monkeypatch):
     assert isinstance(limit, GraderLimit) and limit.resource == "memory"
 
 
+def test_a_kill_while_the_worker_sat_idle_is_the_hosts(monkeypatch):
+    """A worker killed for memory between two calls (another worker started beside it) is
+    found dead by the next call: the host's counter went up since its last answer."""
+    host = {"vmstat": 3}
+    monkeypatch.setattr(resources, "oom_kills", lambda: dict(host))
+    FakeTree(monkeypatch, usage(0, 0))
+    last_answer = dict(host)
+    host["vmstat"] += 1  # the kill, before the next request
+    watch = _Watch(Proc(1), oom_since=last_answer)
+    limit = watch.died(resources.SIGKILL, "running overfit")
+    assert isinstance(limit, GraderLimit) and limit.resource == "memory", limit
+
+
+def test_a_call_reads_its_sandboxs_own_memory_counters(monkeypatch):
+    """Every call's watch is given the counters of the sandbox's own memory cgroup."""
+    from types import SimpleNamespace
+
+    from grader.harness import client
+
+    monkeypatch.setattr(resources, "oom_kills", lambda: {"vmstat": 0})
+    monkeypatch.setattr(resources, "tree_usage", lambda pid: usage(0, 0))
+    monkeypatch.setattr(client.cgroup, "counters",
+                        lambda sandbox_id: {"oom": 1, "oom_kill": 2, "id": sandbox_id})
+    sub = client.Submission(Path(__file__))
+    sub.proc = Proc(1)
+    sub.sandbox = SimpleNamespace(id="s1", cgroup=Path("/sys/fs/cgroup/memory/capgrade-s1"))
+    assert sub._watch().own_memory == {"oom": 1, "oom_kill": 2, "id": "s1"}
+    sub.sandbox = SimpleNamespace(id="s2", cgroup=None)  # no group of its own
+    assert sub._watch().own_memory is None
+
+
 # -- the loss file: a reader that fails on the student's file --------------------------------
 
 

@@ -109,7 +109,7 @@ def test_unfilled_course_starter_scores_zero():
     assert result.status == "graded", result.message
     assert result.score == 0, [(c.id, c.score) for c in result.checks if c.score]
     checks = {c.id: c for c in result.checks}
-    assert "nothing to verify yet" in checks["from_scratch_public"].message
+    assert "nothing verified yet" in checks["from_scratch_public"].message
     # Everything the student has to write says "not implemented yet", not a crash.
     crashes = [f"{c.id}: {c.message}" for c in result.checks
                if c.status == "failed" and "not implemented yet" not in c.message]

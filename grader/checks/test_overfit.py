@@ -67,6 +67,8 @@ def test_overfit(submission, device, cell, side_by_side, grading, secrets, reque
         out = require_ok(pending.outcome(timeout), what)
         submission.merge_output(worker)
     else:
+        if resources.memory_tight():
+            submission.retire()  # the function checks' worker gives its memory back first
         out = call(submission, what, "overfit", timeout=timeout, **_params(cell, device))
     out = out if isinstance(out, dict) else {}
     losses = out.get("losses")
@@ -77,6 +79,8 @@ def test_overfit(submission, device, cell, side_by_side, grading, secrets, reque
     if reference is None:
         request.node.user_properties.append(("note", overfit.UNVERIFIED))
         return
+    if resources.memory_tight():
+        submission.retire()  # the verifier's worker starts next: not both at once
     verified = verify(reference, secrets, cell, out.get("parameters"))
     problem = overfit.judge_verified(verified, setup, overfit.final_loss(losses))
     if problem:

@@ -11,6 +11,7 @@ worker, so the remaining checks still run.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import signal
@@ -36,7 +37,7 @@ from grader.protocol import (
     Request,
     receive,
 )
-from grader.sandbox import forkserver, resources
+from grader.sandbox import cgroup, forkserver, resources
 
 IMPORT_TIMEOUT = 120.0
 CALL_TIMEOUT = 15.0
@@ -62,6 +63,11 @@ class Submission:
         #: an import that failed once is not retried by any of them (no second 120 s wait).
         self._failed_imports: list[Outcome] = []
         self.restarts = 0
+        #: The monitor's record of workers ``retire`` closed (a later worker starts empty).
+        self._retired_usage: list[dict[str, Any]] = []
+        #: Host OOM counters since the worker last answered: a kill while it sat idle (a
+        #: worker started beside it took the memory) is seen by the call that finds it dead.
+        self._oom_mark: dict[str, int] | None = None
         self.isolation: list[str] = []
         self._output: list[str] = []
         #: Timeouts are calibrated on a full core: longer on a fractional CPU quota.
@@ -99,8 +105,9 @@ class Submission:
         shutil.copyfile(self.path, module)
         if worker.owner is not None:
             os.chown(module, *worker.owner)
+        self._oom_mark = None
         try:
-            watch = _Watch(self.proc)
+            watch = self._watch()
             self._requests.send_bytes(Request(Op.IMPORT, path=str(module)).encode())
             self.import_outcome = self._receive(IMPORT_TIMEOUT, "importing the submission",
                                                 watch)
@@ -113,6 +120,23 @@ class Submission:
             self.import_outcome.error.stage = "import"
             self._failed_imports.append(self.import_outcome)
         return self.import_outcome
+
+    def retire(self) -> None:
+        """Close the worker to give its memory back; the next call starts a fresh one.
+
+        For a tight memory limit, between phases (the overfit trainings and their
+        verification): what the runtime monitor saw is kept (``usage``), and the
+        fresh worker is not counted as a restart.
+        """
+        if self.proc is not None and self.proc.poll() is None and self.import_outcome is not None \
+                and self.import_outcome.ok:
+            try:
+                self._retired_usage = self.usage()
+            except (WorkerFailure, OSError):
+                pass
+        self.close()
+        if self.import_outcome is not None and self.import_outcome.ok:
+            self.import_outcome = None
 
     def close(self) -> None:
         """Kill the worker's whole sandbox and remove its temp dir."""
@@ -185,6 +209,7 @@ class Submission:
         except ProtocolError as exc:
             self.close()
             raise WorkerFailure(f"the worker sent a reply that is not plain data ({exc})") from exc
+        self._oom_mark = resources.oom_kills()
         return Outcome(ok=reply.ok, value=reply.value,
                        error=reply.error or ErrorInfo("", ""), output=reply.output,
                        duration=time.monotonic() - start)
@@ -222,7 +247,7 @@ class Submission:
         imported = self._ensure_started()
         if not imported.ok:
             return Pending(self, probe, None, imported)
-        watch = _Watch(self.proc)
+        watch = self._watch()
         self._requests.send_bytes(Request(Op.CALL, probe=probe, params=params).encode())
         return Pending(self, probe, watch)
 
@@ -246,9 +271,17 @@ class Submission:
     def usage(self) -> list[dict[str, Any]]:
         """Forbidden-API uses the worker has seen so far."""
         self._ensure_started()
-        watch = _Watch(self.proc)
+        watch = self._watch()
         self._requests.send_bytes(Request(Op.USAGE).encode())
-        return self._receive(self.timeout, "reporting API usage", watch).value or []
+        seen = self._receive(self.timeout, "reporting API usage", watch).value or []
+        return self._retired_usage + [u for u in seen if u not in self._retired_usage]
+
+    def _watch(self) -> _Watch:
+        """The harness's own record of the call about to be sent (see ``_Watch``)."""
+        group = self.sandbox.cgroup if self.sandbox is not None else None
+        events = functools.partial(cgroup.counters, self.sandbox.id) \
+            if group is not None and self.sandbox is not None else None
+        return _Watch(self.proc, memory_events=events, oom_since=self._oom_mark)
 
 
 class Pending:
@@ -292,11 +325,13 @@ class _Watch:
     """
 
     def __init__(self, proc: subprocess.Popen | forkserver.ForkedProcess | None,
-                 memory_events: Callable[[], dict[str, int]] | None = None):
+                 memory_events: Callable[[], dict[str, int]] | None = None,
+                 oom_since: dict[str, int] | None = None):
         self.proc = proc
         self.pid = proc.pid if proc is not None else None
         self.started = time.monotonic()
-        self.oom = resources.oom_kills()
+        #: The host's OOM counters when the worker last answered (else now).
+        self.oom = oom_since if oom_since is not None else resources.oom_kills()
         #: Reads the counters of the sandbox's OWN memory cgroup, where it has one
         #: (``functools.partial(grader.sandbox.cgroup.counters, sandbox.id)``): a kill by
         #: ITS limit is the student's (``resources.memory_kill``). None: every OOM kill

@@ -131,6 +131,17 @@ class _Group:
                     time.sleep(0.1)
 
 
+def _host_oom_kills() -> int:
+    """The kernel's count of out-of-memory kills on this host (``/proc/vmstat``), or 0."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def cgroups_usable() -> str:
     """'' when this host lets us make a limited cgroup, else why not."""
     try:
@@ -172,6 +183,7 @@ def run_limited(argv: list[str], env: dict[str, str], memory: int | None = None,
             why_not = (f"no cgroup could be made here ({exc.strerror or exc}); run as root on "
                        "Linux with the memory and cpu controllers")
     cold = cold and group is not None and drop_page_cache()
+    host_kills = _host_oom_kills()
     start = time.monotonic()
     done = subprocess.run(argv, env=env, check=False,
                           stdout=subprocess.DEVNULL if quiet else None,
@@ -181,7 +193,10 @@ def run_limited(argv: list[str], env: dict[str, str], memory: int | None = None,
         return LimitedRun(done.returncode, wall, applied=False,
                           why_not=why_not or "no limit asked for", memory=memory, cpus=cpus)
     try:
+        # cgroup v1 counts a kill only in the victim's own group: a sandbox's group inside
+        # this one would hide it, so the host's count since the start counts too.
+        kills = max(group.oom_kills(), _host_oom_kills() - host_kills)
         return LimitedRun(done.returncode, wall, applied=True, memory=memory, cpus=cpus,
-                          peak=group.peak(), oom_kills=group.oom_kills(), cold=cold)
+                          peak=group.peak(), oom_kills=kills, cold=cold)
     finally:
         group.remove()

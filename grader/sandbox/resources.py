@@ -132,10 +132,19 @@ def parallel_trainings() -> int:
             return max(1, int(value))
         except ValueError:
             pass
-    limit = memory_limit()
-    if limit is not None and limit < SIDE_BY_SIDE_MEMORY:
+    if memory_tight():
         return 1
     return max(1, min(3, int(available_cpus())))
+
+
+def memory_tight() -> bool:
+    """Whether this run's memory limit holds only one training's worker at a time
+    (``SIDE_BY_SIDE_MEMORY``): then the overfit checks also free the function checks'
+    worker before a training and before its verification (measured in a 1 GiB
+    container: that worker, at ~500 MB after a training, beside the verifier's,
+    was killed for memory)."""
+    limit = memory_limit()
+    return limit is not None and limit < SIDE_BY_SIDE_MEMORY
 
 
 #: The memory limit under which a run's trainings go one at a time.
