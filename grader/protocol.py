@@ -368,7 +368,7 @@ class ErrorInfo:
 
     type: str
     message: str
-    frames: list[dict[str, Any]] = field(default_factory=list)  # line, function, code
+    frames: list[dict[str, Any]] = field(default_factory=list)  # line, function, code, qualname
     not_implemented: bool = False  # a TODO not done yet, rather than a bug
     grader_encoder: bool = False  # the error passed through the grader's ImageEncoder
     stage: str = ""  # "import" when importing the submission failed
@@ -393,11 +393,13 @@ class ErrorInfo:
 
 
 def _frame(raw: dict[str, Any]) -> dict[str, Any]:
-    """A frame of the student's traceback as the harness keeps it: line, function, code."""
+    """A frame of the student's traceback as the harness keeps it: line, function, code and
+    qualified name (``CaptioningRNN.sample``)."""
     line = raw.get("line")
     return {"line": line if type(line) is int else 0,
             "function": cut(str(raw.get("function", "")), ERROR_TYPE_CAP),
-            "code": cut(str(raw.get("code", "")), FRAME_CODE_CAP)}
+            "code": cut(str(raw.get("code", "")), FRAME_CODE_CAP),
+            "qualname": cut(str(raw.get("qualname", raw.get("function", ""))), ERROR_TYPE_CAP)}
 
 
 @dataclass

@@ -214,7 +214,7 @@ def test_error_texts_are_cut_on_the_trusted_side():
     assert len(err.type) <= protocol.ERROR_TYPE_CAP
     assert len(err.frames) == protocol.MAX_FRAMES
     assert all(len(f["code"]) <= protocol.FRAME_CODE_CAP for f in err.frames)
-    assert err.frames[-1] == {"line": 0, "function": "", "code": "x = 1"}
+    assert err.frames[-1] == {"line": 0, "function": "", "code": "x = 1", "qualname": ""}
     assert len(outcome.output) <= protocol.REPLY_OUTPUT_CAP
     with pytest.raises(CheckFailure) as failed:
         require_ok(outcome, "rnn_step_forward")

@@ -61,6 +61,9 @@ def test_stub_scores_zero_and_every_check_says_not_implemented():
     assert r.status == "graded" and len(r.checks) == len(load_rubric(include_slow=False))
     assert r.score == 0
     for check in r.checks:
+        if check.id == "literal_comparisons_public":  # advice read from the source: none here
+            assert check.status == "passed", check.message
+            continue
         assert check.status == ("advisory" if check.advisory else "failed"), check.id
         assert "not implemented yet" in check.message, (check.id, check.message)
         assert "Traceback" not in check.message
@@ -102,7 +105,8 @@ def test_import_failure_still_gives_a_complete_report(tmp_path):
     assert len(r.checks) == sum(e["visibility"] == "public"
                                 for e in load_rubric(include_slow=False).values())
     for check in r.checks:
-        assert check.status == "failed" and "importing your module failed" in check.message
+        assert check.status == ("advisory" if check.advisory else "failed"), check.id
+        assert "importing your module failed" in check.message, check.message
 
 
 def test_infinite_loop_in_one_function_fails_only_its_checks(tmp_path):

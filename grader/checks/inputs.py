@@ -68,11 +68,28 @@ def vocab(size: int) -> dict[str, int]:
     return {w: i for i, w in enumerate(words)}
 
 
+#: The student's function a probe judges (the rest it runs are what the check depends on).
+_SUBJECTS = {"captioning_loss": "CaptioningRNN.forward",
+             "captioning_sample": "CaptioningRNN.sample",
+             "captioning_attributes": "CaptioningRNN.__init__"}
+
+
+def subject_of(probe: str, params: dict[str, Any]) -> str | None:
+    """``rnn_backward``, ``LSTM.forward``, ``CaptioningRNN.sample``; None for a whole tour."""
+    if probe == "function":
+        return params.get("name")
+    if probe == "manual_backward":
+        return params.get("backward")
+    if probe == "module":
+        return f"{params.get('cls')}.{params.get('method', 'forward')}"
+    return _SUBJECTS.get(probe)
+
+
 def call(submission, what: str, probe: str, **params):
     """Run a probe in the worker; a failure of the student's code becomes a CheckFailure."""
     from grader.harness.judging import require_ok
 
-    return require_ok(submission.call(probe, **params), what)
+    return require_ok(submission.call(probe, **params), what, subject_of(probe, params))
 
 
 def check_grads(expect, grads: dict, what: str, tolerance: dict[str, float],

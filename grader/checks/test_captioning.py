@@ -128,19 +128,53 @@ def _agree(captions: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return np.where(mask, captions == expected, (captions == expected) | (captions == NULL))
 
 
-def _feedback_evidence(fed: list, captions: np.ndarray) -> str:
-    """What the recorded embedding inputs prove about feeding words back (or nothing)."""
+def _not_fed_back(fed: list, captions: np.ndarray, expected: np.ndarray, until: int) -> str:
+    """What the recorded embedding inputs prove about feeding words back (or nothing).
+
+    Only steps up to the first wrong word (``until``) are read, and only captions
+    still going and right so far: a word chosen there must be the next input.
+    """
     steps = [f.reshape(-1) for f in fed if isinstance(f, np.ndarray)]
-    N, T = captions.shape
-    if len(steps) < T or any(s.size != N for s in steps[:T]):
+    N = captions.shape[0]
+    if not steps or any(s.size != N for s in steps[:until + 1]):
         return ""  # the embedding was not called once per step: no evidence either way
     if not bool((steps[0] == START).all()):
         return "the first input word is not <START>"
-    for t in range(1, T):
-        if not np.array_equal(steps[t], captions[:, t - 1]):
+    going = _generated(expected) & _agree(captions, expected)
+    for t in range(1, min(len(steps), until + 1)):
+        rows = going[:, t - 1]
+        if rows.any() and not np.array_equal(steps[t][rows], captions[rows, t - 1]):
             return (f"the word chosen at step {t - 1} is not the input word of step {t}: feed "
                     "each chosen word back as the next input")
     return ""
+
+
+def _sample_feedback(captions: np.ndarray, expected: np.ndarray, fed: list) -> str:
+    """What the returned captions show, at their first wrong word; never a guess."""
+    N, T = captions.shape
+    if (captions[:, 0] == START).all() and not (expected[:, 0] == START).all():
+        return "column 0 is <START>; return only the generated words"
+    if T > 1 and np.array_equal(captions[:, 1:], expected[:, :-1]):
+        return "the captions are shifted by one word"
+    agree = _agree(captions, expected)
+    wrong = int((~agree).sum())
+    t = int(np.argwhere(~agree.all(axis=0))[0][0])  # the first step with a wrong word
+    n = int(np.argwhere(~agree[:, t])[0][0])
+    evidence = _not_fed_back(fed, captions, expected, t)
+    if evidence:
+        return evidence
+    where = f"caption {n} at step {t}"
+    stops = bool((captions[n, t:] == NULL).all())
+    if stops and expected[n, t] == END:
+        return (f"{where}: the caption stops with <NULL> where its <END> belongs: write the "
+                "<END> the model chose into captions, then stop that caption (what follows "
+                "a caption's <END> is not judged)")
+    if stops:
+        return (f"{where}: the caption stops (only <NULL> from here on) before the model "
+                "chose <END> for it: a caption ends at its own <END>, never at another "
+                "caption's")
+    return (f"captions: {wrong} of {captions.size} words differ, the first at index "
+            f"({n}, {t})")
 
 
 def _sample(submission, expect, device, cell, N, max_length, seed):
@@ -163,16 +197,8 @@ def _sample(submission, expect, device, cell, N, max_length, seed):
     mask = _generated(expected)
     agree = _agree(captions, expected)
     if not bool(agree.all()):
-        evidence = _feedback_evidence(out.get("fed_words") or [], captions)
-        if evidence:
-            raise CheckFailure(f"{what}: {evidence}")
-        if (captions[:, 0] == START).all() and not (expected[:, 0] == START).all():
-            raise CheckFailure(f"{what}: column 0 is <START>; return only the generated words")
-        if max_length > 1 and np.array_equal(captions[:, 1:], expected[:, :-1]):
-            raise CheckFailure(f"{what}: the captions are shifted by one word")
-        wrong = np.argwhere(~agree)
-        raise CheckFailure(f"{what}: captions: {len(wrong)} of {captions.size} words differ, "
-                           f"the first at index {tuple(int(i) for i in wrong[0])}")
+        raise CheckFailure(f"{what}: "
+                           f"{_sample_feedback(captions, expected, out.get('fed_words') or [])}")
     if cell != "attn":
         return
     if not out["returned_pair"]:

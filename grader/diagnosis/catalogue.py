@@ -13,7 +13,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CATALOGUE_PATH = Path(__file__).resolve().parent / "catalogue.toml"
-RULES = ("float32_precision",)
+#: Rules: recognised by a property of a wrong value (float32_precision), or by the error a
+#: check's call raised and the student's line (device_error, ``judging.require_ok``).
+RULES = ("float32_precision", "device_error")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def observe(notes: dict[str, list[str]], key: str, actual: Any, expected: Any, s
     if right:
         return
     for mid, entry in catalogue.items():
-        if entry.rule and RULE_FUNCTIONS[entry.rule](actual, expected):
+        if entry.rule in RULE_FUNCTIONS and RULE_FUNCTIONS[entry.rule](actual, expected):
             notes.setdefault(mid, []).append("hit")
 
 

@@ -235,6 +235,10 @@ class Submission:
         assert self.import_outcome is not None
         return self.import_outcome
 
+    def imported(self) -> Outcome:
+        """The import of the submission (started now if no worker holds it)."""
+        return self._ensure_started()
+
     def call(self, probe: str, timeout: float | None = None, **params: Any) -> Outcome:
         """Run ``grader.worker.probes.<probe>(module, **params)`` in the worker."""
         return self.begin(probe, **params).outcome(timeout)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from grader.contract import PARTS
 from grader.harness.outcome import GraderLimit, Outcome, WorkerFailure
 from grader.protocol import (
     OBJECT,
@@ -30,11 +31,13 @@ class CheckFailure(AssertionError):
     """A wrong answer: the check ran and the submission did not meet it."""
 
     def __init__(self, message: str, error: float | None = None, tolerance: str | None = None,
-                 credit: float = 0.0):
+                 credit: float = 0.0, misconception: str = ""):
         super().__init__(message)
         self.message, self.error, self.tolerance = message, error, tolerance
         #: The fraction of the check's points still earned (partial credit), 0 to 1.
         self.credit = min(max(credit, 0.0), 1.0)
+        #: A catalogued mistake recognised from the error itself (``grader.diagnosis``).
+        self.misconception = misconception
 
 
 def rel_error(x: np.ndarray, y: np.ndarray, eps: float = 1e-10) -> float:
@@ -70,8 +73,60 @@ ENCODER_NOTE = (" (while grading, ImageEncoder is the grader's copy of the provi
                 "into its internals)")
 
 
-def require_ok(outcome: Outcome, what: str) -> Any:
-    """The probe's value, or a CheckFailure that says why the student code failed."""
+#: What torch says when code asks for a GPU that the machine does not have ...
+NO_GPU = ("Found no NVIDIA driver", "Torch not compiled with CUDA enabled",
+          "No CUDA GPUs are available", "CUDA driver initialization failed",
+          "no CUDA-capable device")
+#: ... and when tensors on two devices meet.
+MIXED_DEVICES = ("Expected all tensors to be on the same device",
+                 "Expected object of device type")
+
+
+def _hard_coded_device(error: ErrorInfo) -> str:
+    """Feedback for a tensor made on a device written into the code, from the error and the
+    student's line; "" when the error is not that."""
+    no_gpu = any(p in error.message for p in NO_GPU)
+    if not (no_gpu or any(p in error.message for p in MIXED_DEVICES)) or not error.frames:
+        return ""
+    hints = ("cuda", "device=", ".to(", ".cpu(")
+    frame = next((f for f in reversed(error.frames) if any(h in f["code"] for h in hints)),
+                 error.frames[-1])
+    code = frame["code"]
+    device = ("'cuda'" if "cuda" in code else "'cpu'" if "cpu" in code
+              else "a device written into your code")
+    at = f"line {frame['line']} in {frame['function']}: `{code}`"
+    if no_gpu:
+        said = (f"your code creates a tensor on {device}, at {at}, and this machine has no "
+                "GPU")
+    else:
+        said = (f"your code mixes devices ({error.message[:120]}): a tensor on {device}, at "
+                f"{at}")
+    return (f"{said}. The handout forbids hard-coded devices: create new tensors on the device "
+            "of the inputs (device=x.device, x.new_zeros(...), torch.zeros_like(x)) and never "
+            "call .cuda()")
+
+
+def _stopped_in(error: ErrorInfo, subject: str | None) -> tuple[str, bool]:
+    """The student's part (``contract.PARTS``) other than ``subject`` that the error stopped
+    in, deepest first, and whether ``subject`` itself called it; ("", False) if none."""
+    if not subject:
+        return "", False
+    names = [f.get("qualname", f["function"]) for f in error.frames]
+    parts = [n for n in names if n in PARTS]
+    if not parts or parts[-1] == subject:
+        return "", False
+    other = parts[-1]
+    if other.endswith(".__init__") and other.split(".")[0] == subject.split(".")[0]:
+        return "", False  # building the object the check calls is part of that check
+    return other, subject in names[:names.index(other)]
+
+
+def require_ok(outcome: Outcome, what: str, subject: str | None = None) -> Any:
+    """The probe's value, or a CheckFailure that says why the student code failed.
+
+    ``subject``: the student's function the check judges; a failure inside another
+    of the student's functions says first that it stopped the check, and names it.
+    """
     if outcome.ok:
         return outcome.value
     error = outcome.error
@@ -86,7 +141,12 @@ def require_ok(outcome: Outcome, what: str) -> Any:
         raise WorkerFailure(error.message or "the worker failed")
     if error.type == TOO_LARGE:  # the reply was over a wire limit: the message says which
         raise CheckFailure(f"{what}: {error.message}")
+    other, called = _stopped_in(error, subject)
     if outcome.not_implemented:
+        if other:
+            raise CheckFailure(f"{what}: could not be judged: not implemented yet: your "
+                               f"{other}, which this check runs, still raises "
+                               "NotImplementedError (the stub's TODO)")
         if error.type == "NotImplementedYet":
             raise CheckFailure(f"{what}: not implemented yet: {error.message}")
         raise CheckFailure(f"{what}: not implemented yet (the stub's TODO still raises "
@@ -95,8 +155,20 @@ def require_ok(outcome: Outcome, what: str) -> Any:
     if kind == "SystemExit":
         raise CheckFailure(f"{what}: your code called sys.exit({message}); never exit from "
                            "library code")
+    device = _hard_coded_device(error)
+    if device:
+        raise CheckFailure(f"{what}: {device}", misconception="hard_coded_device")
     note = ENCODER_NOTE if error.grader_encoder else ""
-    raise CheckFailure(f"{what}: raised {kind}: {message}{_where(error)}{note}")
+    raised = f"raised {kind}: {message}{_where(error)}{note}"
+    if other and called:
+        raise CheckFailure(f"{what}: could not be judged: it stopped inside your {other}, "
+                           f"which {subject} calls: {other} {raised}. If {other}'s own checks "
+                           f"pass, look at what {subject} passes it")
+    if other:
+        raise CheckFailure(f"{what}: could not be judged because of your {other}: this check "
+                           f"runs {other} first, and it {raised}. Fix {other} first (its own "
+                           "checks say more)")
+    raise CheckFailure(f"{what}: {raised}")
 
 
 def as_tensor(value: Any, what: str) -> np.ndarray:

@@ -308,6 +308,9 @@ class GradingPlugin:
         sub = self.submission
         output = student_text(sub.take_output(), OUTPUT_CAP) if sub is not None else ""
         credit = getattr(failure, "credit", 0.0)
+        mistake = getattr(failure, "misconception", "")
+        if mistake and status is Status.FAILED and mistake in self.catalogue:
+            self.notes.setdefault(check_id(item), {})[mistake] = ["hit"]  # seen in the error
         file, line = check_location(item)
         return CheckResult(
             id=check_id(item),

@@ -84,9 +84,14 @@ def describe_exception(exc: BaseException, student_file: str) -> ErrorInfo:
     from grader.worker.probes import NotImplementedYet
 
     tb = traceback.extract_tb(exc.__traceback__)
+    codes, link = [], exc.__traceback__
+    while link is not None:  # one per summary, in the same order
+        codes.append(link.tb_frame.f_code)
+        link = link.tb_next
     frames = [
-        {"line": f.lineno, "function": f.name, "code": (f.line or "").strip()}
-        for f in tb if f.filename == student_file
+        {"line": f.lineno, "function": f.name, "code": (f.line or "").strip(),
+         "qualname": getattr(code, "co_qualname", f.name)}
+        for f, code in zip(tb, codes, strict=False) if f.filename == student_file
     ]
     try:
         message = str(exc)[:2000]
