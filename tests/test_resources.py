@@ -305,3 +305,34 @@ def test_batch_grading_trains_one_at_a_time_per_submission(monkeypatch, tmp_path
     assert row["status"] == "could-not-grade"  # no such file: nothing to train here
     assert os.environ["CAPGRADE_PARALLEL_TRAININGS"] == "1"
     assert resources.parallel_trainings() == 1
+
+
+# -- a worker retired to free memory keeps what the monitor saw ----------------------------
+
+LIBRARY_STEP = '''
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    next_h = torch.rnn_tanh_cell(x, prev_h, Wx.t(), Wh.t(), b)
+    return next_h, (x, prev_h, Wx, Wh, next_h)
+'''
+
+
+def test_a_retired_worker_s_forbidden_calls_are_still_counted(tmp_path):
+    """Under a tight memory limit the overfit checks retire the function checks' worker:
+    the forbidden calls it saw still count against the from-scratch rule."""
+    from grader.checks.inputs import randn
+    from grader.harness.client import Submission
+
+    path = tmp_path / "rnn_lstm_captioning.py"
+    path.write_text(REFERENCE.read_text() + LIBRARY_STEP)
+    args = dict(zip(("x", "prev_h", "Wx", "Wh", "b"),
+                    randn(0, (2, 3), (2, 4), (3, 4), (4, 4), (4,)), strict=True))
+    with Submission(path) as sub:
+        assert sub.call("function", name="rnn_step_forward", args=args, take=[0]).ok
+        seen = sub.usage()
+        assert [u["api"] for u in seen] == ["torch.rnn_tanh_cell"], seen
+        first = sub.proc.pid
+        sub.retire()
+        assert sub.proc is None
+        assert sub.usage() == seen  # a fresh worker, which has not seen the call
+        assert sub.proc.pid != first and sub.restarts == 0

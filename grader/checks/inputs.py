@@ -69,7 +69,7 @@ def vocab(size: int) -> dict[str, int]:
 
 
 #: The student's function a probe judges (the rest it runs are what the check depends on).
-_SUBJECTS = {"captioning_loss": "CaptioningRNN.forward",
+_SUBJECTS = {"captioning_loss": "CaptioningRNN.forward", "overfit": "CaptioningRNN.forward",
              "captioning_sample": "CaptioningRNN.sample",
              "captioning_attributes": "CaptioningRNN.__init__"}
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from grader.checks.inputs import call, spec
+from grader.checks.inputs import call, spec, subject_of
 from grader.course import overfit
 from grader.harness.client import Submission
 from grader.harness.judging import CheckFailure, require_ok
@@ -64,7 +64,7 @@ def test_overfit(submission, device, cell, side_by_side, grading, secrets, reque
     timeout = max(OVERFIT_TIMEOUT, submission.timeout)
     if cell in side_by_side:
         worker, pending = side_by_side[cell]
-        out = require_ok(pending.outcome(timeout), what)
+        out = require_ok(pending.outcome(timeout), what, subject_of("overfit", {}))
         submission.merge_output(worker)
     else:
         if resources.memory_tight():
