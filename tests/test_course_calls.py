@@ -197,3 +197,20 @@ def test_a_crash_inside_a_part_the_subject_calls_names_that_part(tmp_path):
     assert "it stopped inside your dot_product_attention, which AttentionLSTM.forward calls" \
         in check.message, check.message
     assert "IndexError: student bug" in check.message
+
+
+def test_a_cuda_tensor_made_at_import_is_named_in_every_check():
+    """`.cuda()` at module level fails the import: the message still names the line."""
+    from grader.harness.judging import CheckFailure, require_ok
+    from grader.harness.outcome import Outcome
+    from grader.protocol import ErrorInfo
+
+    error = ErrorInfo("RuntimeError", "Found no NVIDIA driver on your system. Please check",
+                      frames=[{"line": 7, "function": "<module>", "qualname": "<module>",
+                               "code": "EYE = torch.eye(4).cuda()"}], stage="import")
+    with pytest.raises(CheckFailure) as failed:
+        require_ok(Outcome(False, error=error), "rnn_forward", "rnn_forward")
+    message = failed.value.message
+    assert message.startswith("rnn_forward: not run, because importing your module failed: "
+                              "your code creates a tensor on 'cuda', at line 7 in <module>")
+    assert failed.value.misconception == "hard_coded_device"

@@ -134,9 +134,11 @@ def require_ok(outcome: Outcome, what: str, subject: str | None = None) -> Any:
         raise outcome.failure
     if error.type == "MemoryError" and not error.frames:
         raise GraderLimit("memory", f"MemoryError in the grader's own code during {what}")
+    device = _hard_coded_device(error)
     if error.stage == "import":
-        raise CheckFailure(f"{what}: not run, because importing your module failed: "
-                           f"{error.type}: {error.message}{_where(error)}")
+        raise CheckFailure(f"{what}: not run, because importing your module failed: " + (
+            device if device else f"{error.type}: {error.message}{_where(error)}"),
+            misconception="hard_coded_device" if device else "")
     if error.type == "WorkerFailure":
         raise WorkerFailure(error.message or "the worker failed")
     if error.type == TOO_LARGE:  # the reply was over a wire limit: the message says which
@@ -155,7 +157,6 @@ def require_ok(outcome: Outcome, what: str, subject: str | None = None) -> Any:
     if kind == "SystemExit":
         raise CheckFailure(f"{what}: your code called sys.exit({message}); never exit from "
                            "library code")
-    device = _hard_coded_device(error)
     if device:
         raise CheckFailure(f"{what}: {device}", misconception="hard_coded_device")
     note = ENCODER_NOTE if error.grader_encoder else ""
