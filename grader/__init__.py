@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def check(only: str | None = None, path: str = MODULE_FILE, **options):
+def check(only: str | None = None, path: str = MODULE_FILE, **options) -> SubmissionResult | None:
     """Notebook helper: run the public checks (``only``: a -k expression) and show a compact table.
 
     ``options`` are ``grader.harness.request.GradingRequest`` fields. Returns the
@@ -36,7 +36,9 @@ def check(only: str | None = None, path: str = MODULE_FILE, **options):
     result = grade(GradingRequest(submission=Path(path), only=only, **options))
     if result.status != "graded":
         print(f"capgrade: {result.message}")
-    render_table(result, compact=True)
+    # Messages go whole below the table (not in a column the kernel's 115 characters would
+    # squeeze), in the notebook's order; verbose=True also lists every isolation layer.
+    render_table(result, compact=True, verbose=bool(options.get("verbose")))
     return result
 
 
@@ -77,16 +79,23 @@ def export(folder: str | Path = ".", out: str | Path | None = None, *, force: bo
     return export_handin(folder, out, force=force, **paths)
 
 
+def installed_versions(dists: tuple[str, ...]) -> list[str]:
+    """``["torch 2.14.1", "torchvision not installed"]``, from package metadata (no import)."""
+    from importlib import metadata
+
+    found = []
+    for dist in dists:
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{dist} not installed")
+    return found
+
+
 def version_text() -> str:
     """``capgrade X (torch Y, torchvision Z, Python W)``, read without importing torch."""
     import platform
-    from importlib import metadata
 
-    parts = []
-    for dist in ("torch", "torchvision"):
-        try:
-            parts.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            parts.append(f"{dist} not installed")
+    parts = installed_versions(("torch", "torchvision"))
     parts.append(f"Python {platform.python_version()}")
     return f"capgrade {__version__} ({', '.join(parts)})"

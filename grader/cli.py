@@ -178,7 +178,78 @@ def _default_submission() -> Path:
     return here if here.is_file() else STUB
 
 
+def _submission(given: Path | None) -> tuple[Path, str | None]:
+    """The module `check` grades, or what is wrong with the path given (said before grading).
+
+    A folder means its rnn_lstm_captioning.py (the loss file and notebook are then found
+    beside it); a notebook or a missing path is refused at once, not after a worker's start.
+    """
+    how = f"pass its path: capgrade check path/to/{MODULE_FILE} (or the folder holding it)"
+    if given is None:
+        path = _default_submission()
+        if path.is_file():
+            return path, None
+        return path, (f"no {MODULE_FILE} in the current folder ({Path.cwd()}): run capgrade "
+                      f"check in the folder that holds your {MODULE_FILE}, or {how}")
+    if given.is_dir():
+        path = given / MODULE_FILE
+        if path.is_file():
+            return path, None
+        others = sorted(p.name for p in given.glob("*.py"))[:3]
+        seen = f" (it has {', '.join(others)}: pass the file itself if yours is one of them)" \
+            if others else ""
+        return path, f"no {MODULE_FILE} in the folder {given}{seen}; {how}"
+    module = given.parent / MODULE_FILE
+    if given.suffix == ".ipynb":
+        return given, (f"{given} is a notebook; capgrade check grades the module: capgrade "
+                       f"check {module} (to run the notebook checks on this notebook: capgrade "
+                       f"check {module} --group notebook --notebook {given})")
+    if not given.exists():
+        return given, f"no such file: {given}; {how}"
+    if given.suffix != ".py":
+        return given, f"{given} is not a Python file (.py); {how}"
+    return given, None
+
+
 def _check(args: argparse.Namespace) -> int:
+    from grader.harness.request import GradingRequest, device_problem
+
+    path, problem = _submission(args.path)
+    problem = problem or GradingRequest(only=args.only, groups=tuple(args.group)) \
+        .selection_problem() or device_problem(args.device)
+    if problem:  # the caller's mistake: one message, no table, no worker started
+        print(f"capgrade check: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return _check_run(args, path)
+    except KeyboardInterrupt as exc:
+        return _check_interrupted(getattr(exc, "result", None))
+
+
+def _check_interrupted(result: Any) -> int:
+    """Ctrl-C: say so and what had finished, stop every worker started here; exit 130."""
+    import signal
+
+    from grader import sandbox
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up
+    sandbox.kill_all_started()
+    done = list(result.checks) if result is not None else []
+    if done:
+        print(f"capgrade check: interrupted (Ctrl-C) after {len(done)} check(s) had finished:",
+              file=sys.stderr)
+        for c in done:
+            print(f"  {c.id}: {c.status} ({c.score:g} / {c.max_score:g})", file=sys.stderr)
+    else:
+        print("capgrade check: interrupted (Ctrl-C) before any check had finished",
+              file=sys.stderr)
+    print("the workers were stopped; nothing was graded in full: run the command again for a "
+          "result", file=sys.stderr)
+    return 130
+
+
+def _check_run(args: argparse.Namespace, path: Path) -> int:
+    """`check` on a module already found to exist, with a selection already found valid."""
     from grader.sandbox import forkserver
 
     if forkserver.enabled() and not args.device.startswith("cuda"):
@@ -187,7 +258,6 @@ def _check(args: argparse.Namespace) -> int:
     from grader.harness.request import GradingRequest
     from grader.results.render import FORMATS, write
 
-    path = args.path or _default_submission()
     reports = []
     for spec in args.report:
         fmt, _, target = spec.partition("=")
@@ -201,7 +271,10 @@ def _check(args: argparse.Namespace) -> int:
         groups=tuple(args.group), device=args.device, timeout=args.timeout,
         hidden_expected=args.hidden_expected, loss_file=args.loss_file,
         notebook_path=args.notebook, notebook_out=args.notebook_out, verbose=args.verbose))
-    write(result, args.format, sys.stdout)
+    if result.status != "graded" and RunStatus(result.status).usage_error:
+        print(f"capgrade check: {result.message}", file=sys.stderr)  # once, with no table
+        return 2
+    write(result, args.format, sys.stdout, verbose=args.verbose)
     for fmt, target in reports:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as stream:
@@ -309,7 +382,31 @@ def _run_notebook(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def _grade_refused(args: argparse.Namespace) -> int:
+    """2 when `grade`'s options cannot work (said before grading, which may take hours), else 0.
+
+    A --device without a usable GPU would give every student 0; --export canvas without
+    --roster could export nothing. A roster that does not read is still said up front
+    while grading goes on (the other reports are worth having).
+    """
+    from grader.harness.request import device_problem
+
+    problems = [device_problem(args.device)]
+    if "canvas" in args.export and args.roster is None:
+        from grader.results import lms
+
+        problems += [p.removeprefix("--export canvas: ")
+                     for p in lms.check_request(["canvas"], None, args.assignment)]
+    problems = [p for p in problems if p]
+    for problem in problems:
+        print(f"capgrade grade: {problem}. Nothing was graded: fix this and run the command "
+              "again", file=sys.stderr)
+    return 2 if problems else 0
+
+
 def _grade(args: argparse.Namespace) -> int:
+    if refused := _grade_refused(args):
+        return refused
     from rich.console import Console
 
     from grader.batch.grading import grade_all
@@ -328,10 +425,21 @@ def _grade(args: argparse.Namespace) -> int:
         summary = grade_all(args.submissions, args.out, workers=args.workers, options=options,
                             regrade=tuple(args.regrade), dask=args.dask,
                             progress=not args.quiet,
-                            warm={"auto": None, "on": True, "off": False}[args.warm])
+                            warm={"auto": None, "on": True, "off": False}[args.warm],
+                            pick=dict(p.partition("=")[::2] for p in args.pick))
     except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"capgrade grade: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # a --pick naming no student or copy (PickError)
+        from grader.batch.submissions import PickError
+
+        if not isinstance(exc, PickError):
+            raise
+        print(f"capgrade grade: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # BatchInterrupted: every process it started is gone
+        print(f"\ncapgrade grade: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
     console = Console()
     console.print(f"{summary.rows} submissions: {summary.graded_now} graded now, "
                   f"{summary.reused} identical to another (result reused), {summary.skipped} "
@@ -339,6 +447,12 @@ def _grade(args: argparse.Namespace) -> int:
                   f"{summary.seconds:.1f} s")
     console.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())))
     console.print(f"gradebook: {args.out / 'gradebook.csv'}; feedback: {args.out / 'students'}")
+    if summary.copies:  # several copies for one student: which was graded is never silent
+        from rich.markup import escape
+
+        console.print(f"[bold]{len(summary.copies)} student(s) handed in several copies[/]; "
+                      "the newest (or --pick's) was graded, the gradebook's copies column says "
+                      "which: " + escape(", ".join(sorted(summary.copies))))
     _print_mistakes(console, args.out)
     _print_reviews(console, args.out)
     from grader.batch.grading import NEEDS_REGRADE
@@ -561,6 +675,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep a sandboxed worker started ahead in each grading process "
                             "(auto: when fewer workers than cores; default: %(default)s)")
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    grade.add_argument("--pick", action="append", default=[], metavar="ID=WHERE",
+                       help="a student with several copies: grade the one in WHERE (a folder "
+                            "or zip, relative to the class folder: eve=eve/v2); without it the "
+                            "newest copy is graded and the gradebook's copies column says so")
     grade.add_argument("--export", action="append", default=[], choices=("canvas", "moodle"),
                        help="also write OUT/LMS-import.csv, one total per student for the LMS's "
                             "gradebook import, and OUT/LMS-unmatched.txt (repeatable)")

@@ -64,6 +64,9 @@ class MessageTooLarge(ProtocolError):
 #: ``ErrorInfo.type`` of a reply refused for its size: the check it answers fails with the
 #: message, which says what was too large and the limit (``judging.require_ok``).
 TOO_LARGE = "MessageTooLarge"
+#: ``ErrorInfo.type`` of every reply of a worker whose torch/torchvision cannot be imported:
+#: the installation's problem, reported as the environment's, never as the submission's.
+BROKEN_ENVIRONMENT = "BrokenEnvironment"
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,12 @@ names (empty: a correct solution, or a mistake outside the catalogue). Sources:
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from grader.authoring import fingerprints
 from tests.variants import REFERENCE, VARIANTS, reference_source
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 TESTS = Path(__file__).resolve().parent
 BUGGY = TESTS / "solutions" / "buggy"

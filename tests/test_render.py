@@ -362,7 +362,11 @@ def test_table_lists_every_check_and_the_total(result):
         assert c.id in text
     assert "Total 2.5 / 7.5" in text
     assert "1 passed, 2 failed, 1 error, 1 skipped" in text
-    assert "isolation: subprocess, rlimit, no-network" in text
+    # one footer line by default; verbose lists the layers (the layout change of issue 27)
+    assert "isolation: 3 layers (--verbose)" in text and "rlimit" not in text
+    verbose = io.StringIO()
+    render_table(result, console=Console(file=verbose, width=200), verbose=True)
+    assert all(f"  {layer}\n" in verbose.getvalue() for layer in result.isolation)
     assert "torch 2.3.0" in text
     # full mode: measured error vs tolerance and the whole message, markup shown literally
     assert "2.50e-01" in text and "rtol=1e-05, atol=1e-08" in text and "nan" in text
@@ -371,12 +375,14 @@ def test_table_lists_every_check_and_the_total(result):
     assert _no_unsafe_chars(text.replace("\n", ""))
 
 
-def test_table_compact_shows_one_line_messages(result):
+def test_table_compact_shows_whole_messages_below_and_no_tolerance(result):
+    # issue 27: the compact (notebook) table used to keep only each message's first line,
+    # cut to the cell; the messages now follow the table whole
     text = _table_text(result, compact=True)
     for c in result.checks:
         assert c.id in text
     assert "Total 2.5 / 7.5" in text
-    assert "second line" not in text and "Traceback" not in text
+    assert "second line [bold]x[/]" in text and "Traceback ..." in text
     assert "TimeoutError: took longer than 15 s" in text
     assert "tolerance" not in text
 
@@ -438,8 +444,8 @@ def test_table_drops_measurement_column_when_nothing_measured():
     res = SubmissionResult("s.py", checks=[CheckResult("a", "passed", 1, 1),
                                            CheckResult("b", "failed", 0, 1, message="wrong")])
     text = _table_text(res)
-    assert "error / tolerance" not in text and "wrong" in text
-    assert "error / tolerance" in _table_text(make_result())
+    assert "measured" not in text and "wrong" in text
+    assert "measured" in _table_text(make_result())
 
 
 # --------------------------------------------------------------------------- advisories

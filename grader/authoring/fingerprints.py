@@ -13,8 +13,8 @@ hidden values.
 from __future__ import annotations
 
 import ast
-import sys
 import tempfile
+import tomllib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,11 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from grader.diagnosis import catalogue as misconceptions
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 MUTATIONS_FILE = "misconceptions.toml"
 

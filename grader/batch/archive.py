@@ -9,7 +9,9 @@ are counted as they are really decompressed, not as the headers claim.
 
 from __future__ import annotations
 
+import os
 import stat
+import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -85,5 +87,15 @@ def safe_extract(archive: str | Path, dest: str | Path, max_files: int = MAX_FIL
                 raise ArchiveError(f"{info.filename!r} collides with another entry") from None
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
                 raise ArchiveError(f"{info.filename!r} cannot be read ({exc})") from None
+            _keep_date(target, info)
             written.append(target)
         return written
+
+
+def _keep_date(target: Path, info: zipfile.ZipInfo) -> None:
+    """The file's date as the zip recorded it: "the newest copy" compares real dates."""
+    try:
+        stamp = time.mktime((*info.date_time, 0, 0, -1))
+        os.utime(target, (stamp, stamp))
+    except (OverflowError, ValueError, OSError):
+        pass  # an impossible date in the zip: the unpacking time stands

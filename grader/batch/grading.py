@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -56,6 +58,12 @@ class BatchSummary:
     statuses: dict[str, int] = field(default_factory=dict)
     #: student -> the evidence, for every row that needs an instructor's attention
     attention: dict[str, str] = field(default_factory=dict)
+    #: student -> which of several copies was graded and how to pick another (Entry.note)
+    copies: dict[str, str] = field(default_factory=dict)
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the batch: what was finished is kept; ``str()`` says how to resume."""
 
 
 def hidden_path(options: GradingRequest) -> Path:
@@ -121,6 +129,35 @@ def _problem_status(problem: str) -> str:
     return "missing-files" if problem.startswith("missing files") else "could-not-grade"
 
 
+def _stop_on_terminate() -> None:
+    """In a pool process: Ctrl-C is the coordinator's to handle; SIGTERM (the coordinator
+    stopping the batch) kills this process's sandboxes and fork server, then exits.
+
+    Ctrl-C reaches the terminal's whole process group; a grading process that took it as
+    its own KeyboardInterrupt would report it as the submission's result and go on
+    grading. A no-op handler (not SIG_IGN) is reset to the default in every program this
+    process starts, so the students' code still sees an ordinary SIGINT.
+    """
+    from grader import sandbox
+    from grader.harness import client as harness
+    from grader.sandbox import forkserver
+
+    def stop(signum: int, frame: Any) -> None:
+        import threading
+
+        # A cleanup stuck on a lock the interrupted code holds must not keep us alive.
+        threading.Timer(3.0, os._exit, (128 + signum,)).start()
+        for cleanup in (sandbox.kill_all_started, harness.discard_warm, forkserver.shutdown):
+            try:
+                cleanup()
+            except Exception:  # noqa: S110 - best effort: the coordinator kills what is left
+                pass
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def warm_up(options: dict[str, Any], warm: bool) -> None:
     """Ready a grading process: the check engine loaded, and maybe a sandboxed worker warming.
 
@@ -132,6 +169,7 @@ def warm_up(options: dict[str, Any], warm: bool) -> None:
     from grader.harness import client as harness
     from grader.harness import engine  # noqa: F401 - loads pytest and the checks' imports
 
+    _stop_on_terminate()
     if not warm:
         return
     opts = GradingRequest.from_dict(options)
@@ -140,10 +178,82 @@ def warm_up(options: dict[str, Any], warm: bool) -> None:
         hidden_path(opts)))
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _subreaper(on: bool) -> None:
+    """Linux: orphans of our descendants (a fork server whose pool process was killed) are
+    re-parented to this process, not to init, so an interrupt can find and kill them."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state letter) of every process /proc shows."""
+    table = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        table[int(name)] = (int(fields[1]), fields[0])
+    return table
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Every live (not zombie) process below ``pid`` (default: this process), by /proc."""
+    pid = os.getpid() if pid is None else pid
+    table = _process_table()
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _) in table.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return {p for p in found if table[p][1] != "Z"}
+
+
+def kill_descendants(grace: float = 5.0, spare: frozenset[int] = frozenset()) -> None:
+    """SIGKILL every process below this one until none is left (or ``grace`` runs out);
+    reap the ones that are our children. Orphans come back to us (``_subreaper``)."""
+    deadline = time.monotonic() + grace
+    killed: set[int] = set()
+    while time.monotonic() < deadline:
+        pids = descendants() - spare
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    for pid in killed:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
 class _LocalPool:
     """Processes started fresh (spawn): nothing of the coordinator's state leaks in."""
 
     def __init__(self, workers: int, options: dict[str, Any], warm: bool):
+        _subreaper(True)
+        self.before = frozenset(descendants())  # not the batch's: spared by abort()
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                         initializer=warm_up, initargs=(options, warm))
 
@@ -155,6 +265,24 @@ class _LocalPool:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        _subreaper(False)
+
+    def abort(self) -> None:
+        """Stop now: each pool process kills its sandboxes (SIGTERM), then whatever is
+        left below us is killed; no process the batch started outlives it."""
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        for proc in procs:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except (OSError, TypeError):
+                pass
+        deadline = time.monotonic() + 4.0
+        pids = {proc.pid for proc in procs if proc.pid}
+        while time.monotonic() < deadline and pids & descendants():
+            time.sleep(0.05)
+        kill_descendants(spare=self.before)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        _subreaper(False)
 
 
 class _DaskPool:
@@ -178,23 +306,35 @@ class _DaskPool:
         if self.owned:
             self.client.close()
 
+    def abort(self) -> None:
+        self.close()
+
 
 def grade_all(submissions: str | Path, out: str | Path, workers: int | None = None,
               options: GradingRequest | None = None, regrade: tuple[str, ...] = (),
-              dask: Any = None, progress: bool = True, warm: bool | None = None
-              ) -> BatchSummary:
-    """Grade every submission in ``submissions`` into ``out``; see the module docstring."""
+              dask: Any = None, progress: bool = True, warm: bool | None = None,
+              pick: dict[str, str] | None = None) -> BatchSummary:
+    """Grade every submission in ``submissions`` into ``out``; see the module docstring.
+
+    ``pick``: student -> which of their several copies to grade (``discover``). Raises
+    BatchInterrupted on Ctrl-C, once every process the batch started is gone; what was
+    finished is in the store, and the same call again grades the rest.
+    """
     from grader.results import reports
 
     options = options or DEFAULT_OPTIONS
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    entries = discover(Path(submissions), out / "work")
+    entries = discover(Path(submissions), out / "work", pick=pick)
+    for entry in entries:  # never decided silently: said before any grading starts
+        if entry.note and progress:
+            print(f"capgrade grade: {entry.note}", file=sys.stderr, flush=True)
     store = Store(out / STORE_NAME)
     key = grading_key(options)
     run_id = store.start_run(key, {**options.to_dict(), "workers": workers, "dask": str(dask)})
     summary = BatchSummary(rows=len(entries))
+    summary.copies = {e.student: e.note for e in entries if e.note}
     todo: list[Entry] = []
     copies: list[Entry] = []
     first_of_hash: dict[str, Entry] = {}
@@ -243,6 +383,15 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
             summary.statuses[row["status"]] = summary.statuses.get(row["status"], 0) + 1
             if row["status"] == NEEDS_ATTENTION:
                 summary.attention[row["student"]] = row["message"]
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, BatchInterrupted):
+            raise
+        kept = store.count(run_id)
+        graded = len(store.latest())
+        raise BatchInterrupted(
+            f"interrupted: {kept} result(s) of this run kept in {out / STORE_NAME} ({graded} "
+            f"of {len(entries)} students have a row). To grade the rest, run the same command "
+            "again: nothing finished is graded twice.") from None
     finally:
         store.close()
     summary.seconds = round(time.monotonic() - start, 2)
@@ -321,7 +470,8 @@ def _run(todo: list[Entry], options: GradingRequest, out: Path, store: Store, ru
         return
     pool = _DaskPool(dask) if dask is not None else \
         _LocalPool(workers or os.cpu_count() or 1, options.to_dict(), warm)
-    bar = _Progress(len(todo)) if progress else None
+    bar = _progress(len(todo)) if progress else None
+    aborted = False
     try:
         futures = {pool.submit(e.as_dict(), options.to_dict(), str(out), warm): e for e in todo}
         for future in pool.completed(list(futures)):
@@ -339,11 +489,52 @@ def _run(todo: list[Entry], options: GradingRequest, out: Path, store: Store, ru
                          done["result"], done["seconds"])
             summary.graded_now += 1
             if bar is not None:
-                bar.advance(entry.student, done["status"])
+                bar.advance(entry.student, done)
+    except KeyboardInterrupt:
+        aborted = True
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
+        try:
+            if bar is not None:
+                bar.close()
+                bar = None
+            pool.abort()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        raise
     finally:
         if bar is not None:
             bar.close()
-        pool.close()
+        if not aborted:
+            pool.close()
+
+
+def _progress(total: int) -> Any:
+    """A bar on a terminal; one line per finished submission anywhere else (CI, nohup)."""
+    from rich.console import Console
+
+    return _Progress(total) if Console().is_terminal else _Lines(total)
+
+
+def _outcome(done: dict[str, Any]) -> str:
+    result = done.get("result") or {}
+    score = (f" {result['score']:g}/{result['max_score']:g}"
+             if "score" in result and "max_score" in result else "")
+    return f"{done['status']}{score} ({done.get('seconds', 0.0):.1f} s)"
+
+
+class _Lines:
+    """Progress for a log: ``[3/9] alice: graded 65/65 (12.3 s)``, flushed at once."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        print(f"grading {total} submission(s)", flush=True)
+
+    def advance(self, student: str, done: dict[str, Any]) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {student}: {_outcome(done)}", flush=True)
+
+    def close(self) -> None:
+        pass
 
 
 class _Progress:
@@ -365,8 +556,10 @@ class _Progress:
         self.task = self.progress.add_task("grading", total=total, last="")
         self.progress.start()
 
-    def advance(self, student: str, status: str) -> None:
-        self.progress.update(self.task, advance=1, last=f"{student}: {status}")
+    def advance(self, student: str, done: dict[str, Any]) -> None:
+        from rich.markup import escape
+
+        self.progress.update(self.task, advance=1, last=escape(f"{student}: {done['status']}"))
 
     def close(self) -> None:
         self.progress.stop()

@@ -18,7 +18,6 @@ import csv
 import hashlib
 import html
 import itertools
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grader
-from grader.batch.archive import ArchiveError, safe_extract
 from grader.contract import MODULE_FILE as MODULE_NAME
 from grader.results.render import clean
 
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
 _STUB = Path(grader.__file__).resolve().parent.parent / "student" / MODULE_NAME
 #: The provided stub of a source checkout; None where it is absent (an installed wheel).
 DEFAULT_BOILERPLATE: Path | None = _STUB if _STUB.is_file() else None
-#: Top-level names that are not students: Gradescope's export index, macOS litter.
-_NOT_ENTRIES = {"submission_metadata.yml", "__MACOSX"}
 #: Bigger modules are not fingerprinted (copydetect's pure-Python winnowing is slow on them).
 MAX_MODULE_BYTES = 2 * 1024 * 1024
 #: Pairs listed in the HTML report; the CSV always has every pair.
@@ -70,73 +66,62 @@ class Pair:
 # --------------------------------------------------------------------------- finding modules
 
 
-def _skipped(path: Path) -> bool:
-    return path.name.startswith(".") or path.name in _NOT_ENTRIES
-
-
-def _locate(root: Path, where: str) -> Path | str:
-    """The module at the top of ``root`` or one folder down, else why not (a message)."""
-    top = root / MODULE_NAME
-    if top.exists() or top.is_symlink():
-        found = [top]
-    else:
-        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not _skipped(d))
-        found = [d / MODULE_NAME for d in subdirs
-                 if (d / MODULE_NAME).exists() or (d / MODULE_NAME).is_symlink()]
-    if not found:
-        return f"no {MODULE_NAME} {where} (looked at the top and one folder down)"
-    if len(found) > 1:
-        names = ", ".join(p.relative_to(root).as_posix() for p in found)
-        return f"several copies of {MODULE_NAME} {where} ({names}): which one counts is unclear"
-    module = found[0]
-    rel = module.relative_to(root).as_posix()
+def _usable(module: Path, where: str) -> Path | str:
+    """``module`` if copydetect can fingerprint it, else why not (a message)."""
     if module.is_symlink() or not module.is_file():
-        return f"{rel} {where} is not a regular file"
+        return f"{MODULE_NAME} {where} is not a regular file"
     size = module.stat().st_size
     if size > MAX_MODULE_BYTES:
-        return f"{rel} {where} is too large to compare ({size:,} bytes)"
+        return f"{MODULE_NAME} {where} is too large to compare ({size:,} bytes)"
     try:
         module.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        return f"{rel} {where} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        return f"{MODULE_NAME} {where} is not UTF-8 text ({exc.reason} at byte {exc.start})"
     return module
+
+
+def find_submissions(submissions: Path, workdir: Path
+                     ) -> tuple[dict[str, Path], dict[str, str], dict[str, str]]:
+    """Each student's module, a message for every student with none, and a note for every
+    student with several copies (which one is compared).
+
+    The students and their modules are ``capgrade grade``'s (``submissions.discover``: the
+    same ids, the same depth, the same copy when there are several), so a student is never
+    graded and left out of the comparison, or compared under another name.
+    """
+    from grader.batch.submissions import discover
+
+    modules: dict[str, Path] = {}
+    problems: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for entry in discover(submissions, workdir):
+        if entry.note:
+            notes[entry.student] = entry.note
+        if entry.problem:
+            zipped = entry.source.lower().endswith(".zip")
+            text = entry.problem
+            if zipped and text.startswith("could not be graded: "):
+                text = "zip refused: " + text.removeprefix("could not be graded: ")
+            problems[entry.student] = clean(text)
+            continue
+        where = "in the zip" if entry.source.lower().endswith(".zip") else "in the folder"
+        found = _usable(Path(entry.module or ""), where)
+        if isinstance(found, Path):
+            modules[entry.student] = found
+        else:
+            problems[entry.student] = found
+    return modules, problems, notes
 
 
 def find_modules(submissions: Path, workdir: Path) -> tuple[dict[str, Path], dict[str, str]]:
     """Each student's module, and a message for every entry that yields none.
 
-    An entry of SUBMISSIONS is a folder or a ``.zip`` (unpacked safely under ``workdir``); the
-    student id is its name without ``.zip``. Every entry lands in exactly one of the two dicts,
-    so no student silently drops out of the comparison. Hidden names, ``__MACOSX`` and
-    Gradescope's ``submission_metadata.yml`` are not students and are passed over.
+    An entry of SUBMISSIONS is a folder or a ``.zip`` (unpacked safely under ``workdir``);
+    every student lands in exactly one of the two dicts, so none silently drops out of the
+    comparison. Hidden names, ``__MACOSX`` and Gradescope's ``submission_metadata.yml`` are
+    not students and are passed over. See ``find_submissions``.
     """
-    modules: dict[str, Path] = {}
-    problems: dict[str, str] = {}
-    for entry in sorted(submissions.iterdir(), key=lambda p: p.name):
-        if _skipped(entry):
-            continue
-        is_zip = entry.is_file() and entry.suffix.lower() == ".zip"
-        if not (entry.is_dir() or is_zip):
-            problems[entry.name] = "neither a folder nor a .zip file"
-            continue
-        sid = entry.stem if is_zip else entry.name
-        if sid in modules or sid in problems:
-            problems[entry.name] = f"student id {sid!r} is already taken by another entry"
-            continue
-        root = entry
-        if is_zip:
-            root = workdir / "unzipped" / sid
-            try:
-                safe_extract(entry, root)
-            except ArchiveError as exc:
-                shutil.rmtree(root, ignore_errors=True)  # a refused zip may leave a partial tree
-                problems[sid] = f"zip refused: {clean(str(exc))}"
-                continue
-        found = _locate(root, "in the zip" if is_zip else "in the folder")
-        if isinstance(found, Path):
-            modules[sid] = found
-        else:
-            problems[sid] = found
+    modules, problems, _ = find_submissions(submissions, workdir)
     return modules, problems
 
 
@@ -308,7 +293,9 @@ def run_similarity(submissions: Path, out_dir: Path,
         print("capgrade similarity: no boilerplate given: text from the provided stub counts "
               "as similarity", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="capgrade-similarity-") as tmp:
-        modules, problems = find_modules(submissions, Path(tmp))
+        modules, problems, notes = find_submissions(submissions, Path(tmp))
+        for _sid, note in sorted(notes.items()):
+            print(f"capgrade similarity: {clean(note)}", file=sys.stderr)
         for sid, message in sorted(problems.items()):
             print(f"capgrade similarity: not compared: {clean(sid)}: {message}", file=sys.stderr)
         if len(modules) < 2:

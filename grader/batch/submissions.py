@@ -10,9 +10,12 @@ a ``problem`` when there is nothing to grade, so no input is silently lost.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from grader.batch.archive import ArchiveError, safe_extract
@@ -34,14 +37,39 @@ class Entry:
     loss_file: str | None = None
     content_hash: str = ""
     problem: str | None = None  # set: nothing to grade, and why
+    #: Several copies (or inputs) for this student: what was found and which was graded.
+    note: str | None = None
+    copies: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _safe_id(text: str) -> str:
-    """A student id usable as a folder name and a CSV cell."""
-    cleaned = re.sub(r"[^\w.@+-]+", "_", text.strip()).strip("._")
+def escaped(text: str) -> str:
+    """``text`` printable and storable: bytes that are not UTF-8 (a file name made on
+    Windows, kept by Python as lone surrogates) written as ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) \
+        else str(text)
+
+
+def student_id(name: str) -> str:
+    """A student id usable as a folder name and a CSV cell, from any file name.
+
+    Unicode is composed (NFC: a name made on macOS matches the roster's), letters of any
+    script and symbols such as emoji are kept, undecodable bytes become ``\\xNN``
+    (``j\\xf6rg``), separators and punctuation other than ``.@+-`` become ``_``.
+    """
+    text = unicodedata.normalize("NFC", name.strip())
+    out = []
+    for ch in text:
+        if 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif re.match(r"[\w.@+-]", ch) or (ord(ch) > 127 and
+                                            unicodedata.category(ch)[0] not in "CZ"):
+            out.append(ch)
+        else:
+            out.append("_")
+    cleaned = re.sub(r"_+", "_", "".join(out)).strip("._")
     return cleaned or "unnamed"
 
 
@@ -64,25 +92,6 @@ def content_hash(*paths: Path | None) -> str:
     return digest.hexdigest()
 
 
-def _entry_for(student: str, source: Path, folder: Path) -> Entry:
-    entry = Entry(student=student, source=str(source), folder=str(folder))
-    module = find_file(folder, MODULE_FILE)
-    if module is None:
-        entry.problem = (f"missing files: no {MODULE_FILE} in {source.name} "
-                         f"(looked {SEARCH_DEPTH} folders deep)")
-        return entry
-    # The notebook and the loss file belong next to the module; else anywhere in the folder.
-    notebook = module.parent / NOTEBOOK_FILE
-    notebook = notebook if notebook.is_file() else find_file(folder, NOTEBOOK_FILE)
-    loss = module.parent / LOSS_FILE
-    loss = loss if loss.is_file() else find_file(folder, LOSS_FILE)
-    entry.module = str(module)
-    entry.notebook = str(notebook) if notebook else None
-    entry.loss_file = str(loss) if loss else None
-    entry.content_hash = content_hash(module, notebook, loss)
-    return entry
-
-
 def _gradescope_students(root: Path) -> dict[str, str]:
     """``submission_N`` -> the submitters' ids from Gradescope's metadata (sid, else email)."""
     import yaml
@@ -93,6 +102,8 @@ def _gradescope_students(root: Path) -> dict[str, str]:
         return {}
     names = {}
     for folder, info in meta.items() if isinstance(meta, dict) else []:
+        if not isinstance(info, dict):  # not Gradescope's shape: this entry names no one
+            continue
         submitters = (info or {}).get(":submitters") or (info or {}).get("submitters") or []
         ids = []
         for person in submitters if isinstance(submitters, list) else []:
@@ -104,50 +115,171 @@ def _gradescope_students(root: Path) -> dict[str, str]:
     return names
 
 
-def discover(submissions: Path, workdir: Path) -> list[Entry]:
-    """One Entry per input of ``submissions``; zips are unpacked under ``workdir``.
+class PickError(ValueError):
+    """A ``--pick`` that names no student, or no copy (or several) of that student's files."""
+
+
+@dataclass
+class _Copy:
+    """One copy of a student's module: where it lies (as the instructor would name it)."""
+
+    location: str  # relative to the class folder, a zip's inside after its name: "ann.zip/hw"
+    module: Path
+    root: Path  # the folder or unpacked zip it came from
+    source: Path
+    mtime: float
+
+
+@dataclass
+class _Candidate:
+    """One top-level input (folder, zip, stray file) claiming a student id."""
+
+    student: str
+    source: Path
+    label: str
+    root: Path | None = None
+    problem: str | None = None
+
+
+def _modules(root: Path) -> list[Path]:
+    """Every copy of the module in ``root`` down to SEARCH_DEPTH, by path."""
+    def usable(p: Path) -> bool:
+        parts = p.relative_to(root).parts
+        return (p.is_file() and not p.is_symlink() and len(parts) <= SEARCH_DEPTH + 1
+                and not any(part.startswith((".", "__MACOSX")) for part in parts))
+
+    return sorted((p for p in root.rglob(MODULE_FILE) if usable(p)), key=lambda p: str(p))
+
+
+def _where(copy: _Copy) -> str:
+    """A copy's location as --pick takes it: its folder (``eve/v2``), else its zip."""
+    return copy.location.rsplit("/", 1)[0] if "/" in copy.location else copy.location
+
+
+def _stamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+
+def discover(submissions: Path, workdir: Path, pick: dict[str, str] | None = None
+             ) -> list[Entry]:
+    """One Entry per student of ``submissions``; zips are unpacked under ``workdir``.
+
+    The one discovery rule (``grade``, ``similarity`` and the LMS exports all use it): a
+    top-level folder or zip is a student (its name, or Gradescope's metadata, gives the id;
+    any byte string is a valid name: ``student_id``); the module is looked for down to
+    SEARCH_DEPTH folders. Several copies for one student (``eve/v1`` and ``eve/v2``,
+    ``alice/`` and ``alice.zip``, two folders with one id) are one row: the copy named by
+    ``pick`` (student -> a folder or zip, relative to ``submissions``), else the newest by
+    modification time; the Entry's ``note`` says which and what else was found.
 
     Raises FileNotFoundError / NotADirectoryError when ``submissions`` itself
-    is not a folder; everything inside becomes an Entry, problems included.
+    is not a folder, PickError for a ``pick`` that names no student or copy; everything
+    inside becomes an Entry, problems included.
     """
     submissions = Path(submissions)
+    pick = dict(pick or {})
     if not submissions.exists():
         raise FileNotFoundError(f"{submissions} does not exist")
     if not submissions.is_dir():
         raise NotADirectoryError(f"{submissions} is not a folder of submissions")
     gradescope = _gradescope_students(submissions) if (submissions / METADATA).is_file() else {}
-    entries: list[Entry] = []
-    for path in sorted(submissions.iterdir()):
-        if path.name.startswith(".") or path.name == METADATA:
+    groups: dict[str, list[_Candidate]] = {}
+    for path in sorted(submissions.iterdir(), key=lambda p: os.fsencode(p.name)):
+        if path.name.startswith((".", "__MACOSX")) or path.name == METADATA:
             continue
-        student = _safe_id(gradescope.get(path.name) or path.stem)
+        student = student_id(gradescope.get(path.name) or path.stem)
+        cand = _Candidate(student, path, escaped(path.name))
         if path.is_dir() and not path.is_symlink():
-            entries.append(_entry_for(student, path, path))
+            cand.root = path
         elif path.is_file() and path.suffix.lower() == ".zip":
-            target = Path(workdir) / "unpacked" / student
+            target = Path(workdir) / "unpacked" / student_id(path.name)
             shutil.rmtree(target, ignore_errors=True)  # a fresh copy on every run
             try:
                 safe_extract(path, target)
+                cand.root = target
             except ArchiveError as exc:
-                entries.append(Entry(student=student, source=str(path),
-                                     problem=f"could not be graded: {path.name}: {exc}"))
-                continue
-            entries.append(_entry_for(student, path, target))
+                shutil.rmtree(target, ignore_errors=True)
+                cand.problem = f"could not be graded: {cand.label}: {escaped(str(exc))}"
         elif path.is_file() and path.name == MODULE_FILE:
-            entries.append(_entry_for(_safe_id(submissions.name), path, submissions))
+            cand = _Candidate(student_id(submissions.name), path, escaped(path.name),
+                              root=submissions)
         else:
-            entries.append(Entry(student=student, source=str(path),
-                                 problem=f"not a submission: {path.name} is neither a folder "
-                                         "nor a .zip"))
-    _disambiguate(entries)
-    return entries
+            cand.problem = (f"not a submission: {cand.label} is neither a folder nor a .zip")
+        groups.setdefault(cand.student, []).append(cand)
+    unknown = sorted(set(pick) - set(groups))
+    if unknown:
+        raise PickError(f"--pick names no student of {escaped(str(submissions))}: "
+                        f"{', '.join(unknown)} (the ids are the gradebook's student column)")
+    return [_entry_for_group(student, cands, pick.get(student))
+            for student, cands in groups.items()]
 
 
-def _disambiguate(entries: list[Entry]) -> None:
-    """Two inputs with one id (``ann/`` and ``ann.zip``) keep both: the second gets ``-2``."""
-    seen: dict[str, int] = {}
-    for entry in entries:
-        count = seen.get(entry.student, 0) + 1
-        seen[entry.student] = count
-        if count > 1:
-            entry.student = f"{entry.student}-{count}"
+def _entry_for_group(student: str, cands: list[_Candidate], choice: str | None) -> Entry:
+    copies: list[_Copy] = []
+    for cand in cands:
+        if cand.root is None:
+            continue
+        single_file = cand.source.is_file() and cand.source.name == MODULE_FILE
+        for module in [cand.source] if single_file else _modules(cand.root):
+            rel = module.name if single_file else module.relative_to(cand.root).as_posix()
+            copies.append(_Copy(f"{cand.label}/{escaped(rel)}", module, cand.root,
+                                cand.source, module.stat().st_mtime))
+    first = cands[0]
+    if not copies:
+        problems = [c.problem or f"missing files: no {MODULE_FILE} in "
+                    f"{'the zip' if c.source.suffix.lower() == '.zip' else 'the folder'} "
+                    f"{c.label} (looked {SEARCH_DEPTH} folders deep)" for c in cands]
+        entry = Entry(student=student, source=escaped(str(first.source)),
+                      problem="; ".join(dict.fromkeys(problems)))
+        if choice is not None:
+            raise PickError(f"--pick {student}={choice}: {student} has no copy of "
+                            f"{MODULE_FILE} to pick ({entry.problem})")
+        return entry
+    chosen, how = _choose(student, copies, choice)
+    entry = _entry_for(student, chosen)
+    others = [c for c in cands if c.root is None or not any(k.source == c.source for k in copies)]
+    if len(copies) > 1 or others:
+        listing = ", ".join(f"{c.location} ({_stamp(c.mtime)})" for c in copies)
+        entry.copies = [c.location for c in copies]
+        entry.note = (f"{len(copies)} cop{'ies' if len(copies) > 1 else 'y'} of {MODULE_FILE} "
+                      f"for {student}: {listing}; graded {chosen.location} ({how})")
+        if others:
+            entry.note += "; also found, not graded: " + ", ".join(
+                f"{c.label} ({c.problem or 'no ' + MODULE_FILE})" for c in others)
+        if len(copies) > 1 and choice is None:
+            alternative = next(_where(c) for c in copies if c is not chosen)
+            entry.note += f"; to grade another copy: --pick '{student}={alternative}'"
+    return entry
+
+
+def _choose(student: str, copies: list[_Copy], choice: str | None) -> tuple[_Copy, str]:
+    """The copy ``choice`` names (a folder or zip, or the module's own path), else the newest."""
+    if choice is None:
+        newest = max(copies, key=lambda c: c.mtime)  # ties: the first by path
+        return newest, "the newest" if len(copies) > 1 else "the only copy"
+    want = choice.strip().rstrip("/")
+    hits = [c for c in copies if c.location == want or c.location.startswith(want + "/")]
+    if len(hits) != 1:
+        listing = ", ".join(_where(c) for c in copies)
+        raise PickError(f"--pick {student}={choice} names {'several' if hits else 'none'} of "
+                        f"{student}'s copies; name one of: {listing}")
+    return hits[0], "picked with --pick"
+
+
+def _entry_for(student: str, copy: _Copy) -> Entry:
+    entry = Entry(student=student, source=escaped(str(copy.source)), folder=str(copy.root))
+    module = copy.module
+    # The notebook and the loss file belong next to the module; else anywhere in its folder
+    # when it is the folder's only copy.
+    alone = copy.module.parent == copy.root or len(_modules(copy.root)) <= 1
+    notebook: Path | None = module.parent / NOTEBOOK_FILE
+    if not notebook.is_file():
+        notebook = find_file(copy.root, NOTEBOOK_FILE) if alone else None
+    loss: Path | None = module.parent / LOSS_FILE
+    if not loss.is_file():
+        loss = find_file(copy.root, LOSS_FILE) if alone else None
+    entry.module = str(module)
+    entry.notebook = str(notebook) if notebook else None
+    entry.loss_file = str(loss) if loss else None
+    entry.content_hash = content_hash(module, notebook, loss)
+    return entry

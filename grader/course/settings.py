@@ -73,10 +73,30 @@ GRADING = NotebookRun(
 )
 
 
-def settings(grading: bool, device: str | None = None) -> NotebookRun:
-    """The run's settings; grading mode always runs on the CPU."""
-    run = GRADING if grading else COURSE
-    if grading or device is None:
+#: A laptop's CPU (the notebook's default without a GPU): the course's steps and
+#: models, 1/10 of the training (234 losses per model, minutes instead of hours). Its
+#: loss file is NOT the hand-in's: that needs ``COURSE``'s 2,340 losses per model.
+LAPTOP = NotebookRun(
+    n_train=2000, n_val=200, data_seed=0,
+    overfit_samples=50, overfit_batch=32, overfit_epochs=80,
+    overfit_lr={"rnn": 1e-3, "lstm": 1e-2, "attn": 1e-3},
+    train_samples=10_000, train_batch=256, train_epochs=6, train_lr=1e-3,
+)
+
+
+def settings(grading: bool, device: str | None = None, full: bool | None = None) -> NotebookRun:
+    """The run's settings; grading mode always runs on the CPU.
+
+    ``full``: the course's whole training (``COURSE``, what the hand-in's loss file
+    needs) or the laptop-sized one (``LAPTOP``); None: the course's on CUDA, the
+    laptop's elsewhere, so a CPU never starts hours of training unasked.
+    """
+    if grading:
+        return GRADING
+    if full is None:
+        full = device is not None and device.startswith("cuda")
+    run = COURSE if full else LAPTOP
+    if device is None:
         return run
     return NotebookRun(**{**asdict(run), "device": device})
 

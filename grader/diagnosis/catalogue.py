@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 CATALOGUE_PATH = Path(__file__).resolve().parent / "catalogue.toml"
 #: Rules: recognised by a property of a wrong value (float32_precision), or by the error a

@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 
+from grader import sandbox
 from grader.diagnosis.diagnose import diagnose
 from grader.harness import plugin as plugin_module
 from grader.harness.client import Submission, grading_secrets
 from grader.harness.plugin import GradingPlugin, check_group, check_id, load_rubric
 from grader.harness.request import GradingRequest
+from grader.protocol import BROKEN_ENVIRONMENT
 from grader.results import RunStatus, SubmissionResult, environment_fingerprint
 from grader.results.sanitize import MESSAGE_CAP, student_text
 
@@ -49,8 +51,24 @@ def _pytest_args(request: GradingRequest) -> list[str]:
     return args
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a grading, raised once its workers are stopped.
+
+    pytest turns a KeyboardInterrupt into an exit code; returned as a result it
+    would read as a graded submission with no checks. ``result`` holds the
+    checks judged before the interrupt (only those).
+    """
+
+    def __init__(self, result: SubmissionResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
 def grade(request: GradingRequest) -> SubmissionResult:
-    """Grade one file; never raises for a broken submission (the result says why)."""
+    """Grade one file; never raises for a broken submission (the result says why).
+
+    Raises ``Interrupted`` (a KeyboardInterrupt) on Ctrl-C, the workers stopped.
+    """
     return _run(request)[0]
 
 
@@ -75,6 +93,14 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
     if not path.is_file():
         result.status, result.message = RunStatus.MISSING_FILE.value, f"no such file: {path}"
         return result, plugin
+    problem = request.selection_problem()
+    if problem is not None:  # before a worker starts: the caller's mistake, said as one
+        result.status, result.message = RunStatus.NO_CHECKS.value, problem
+        return result, plugin
+    unsupported = sandbox.unsupported_reason()
+    if unsupported is not None:  # native Windows: no worker can start, no check runs
+        result.status, result.message = RunStatus.ENVIRONMENT_ERROR.value, unsupported
+        return result, plugin
     hidden = request.hidden_values()
     if request.hidden and not request.record and not hidden.is_file():
         result.status = RunStatus.NO_HIDDEN_VALUES.value
@@ -87,7 +113,8 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
     plugin.submission = Submission(path, device=request.device, secrets=grading_secrets(hidden))
     if request.timeout:
         plugin.submission.timeout = request.timeout
-    if not (_runs_notebook(request) or request.slow):
+    launched = not (_runs_notebook(request) or request.slow)
+    if launched:
         # Never beside a notebook kernel or a loss-file reader: each holds its own torch,
         # and two do not fit in a small grading container (Gradescope's default is 768 MB).
         plugin.submission.launch()
@@ -96,19 +123,27 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
     _RUNNING.append((plugin, result, start))
     try:
         with sink:
-            code = pytest.main(_pytest_args(request), plugins=[plugin, plugin_module])
+            code = pytest.main(_pytest_args(request), plugins=[
+                plugin, plugin_module, _EnvironmentGate(plugin.submission, launched)])
     finally:
         _RUNNING.remove((plugin, result, start))
         plugin.submission.close()
         plugin.submission.discard_launched()
     result.checks = sorted((c for c in plugin.results if c.id not in plugin.evidence_only),
                            key=lambda c: plugin.order.get(c.id, 0))
+    if code == pytest.ExitCode.INTERRUPTED:
+        result.duration = round(time.monotonic() - start, 3)
+        raise Interrupted(result)
     if not request.record:
         diagnose(result.checks, plugin.notes, plugin.catalogue)
     result.isolation = list(plugin.submission.isolation)
     result.duration = round(time.monotonic() - start, 3)
     imported = plugin.submission.import_outcome
-    if imported is not None and not imported.ok and imported.failure is None:
+    broken = imported is not None and _broken_environment(plugin.submission)
+    if broken:  # the installation's fault: no verdict on the submission at all
+        result.checks = []
+        result.status, result.message = RunStatus.ENVIRONMENT_ERROR.value, broken
+    elif imported is not None and not imported.ok and imported.failure is None:
         err = imported.error
         result.status = RunStatus.IMPORT_ERROR.value
         where = f" (line {err.frames[-1]['line']})" if err.frames else ""
@@ -116,7 +151,7 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
             f"importing the submission failed: {err.type}: {err.message}{where}", MESSAGE_CAP)
     elif code == pytest.ExitCode.NO_TESTS_COLLECTED:
         result.status = RunStatus.NO_CHECKS.value
-        result.message = f"no check matches {request.only or request.groups!r}"
+        result.message = _nothing_selected(request)
     elif code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         result.status = RunStatus.GRADER_ERROR.value
         result.message = f"the check catalogue failed ({code})"
@@ -156,9 +191,53 @@ def interrupted(reason: str) -> SubmissionResult | None:
     return result
 
 
+def _nothing_selected(request: GradingRequest) -> str:
+    """The selection matched no check: which one, and how to find the checks' ids."""
+    asked = [f"--only {request.only!r}"] if request.only else []
+    asked += [f"--group {g}" for g in request.groups]
+    hint = "" if request.hidden else " (hidden checks, ids ending in _hidden, need --all)"
+    return (f"no check matches {' '.join(asked) or 'this selection'}{hint}: --only takes part "
+            "of a check id as the results table shows it (e.g. --only rnn_step_forward); "
+            "leave it out to run every check")
+
+
 def _runs_notebook(request: GradingRequest) -> bool:
     """Whether the notebook checks may run (they execute the notebook in a kernel)."""
     return request.notebook or "notebook" in request.groups or "notebook" in (request.only or "")
+
+
+class _EnvironmentGate:
+    """Stops the run before any check when the worker's torch/torchvision do not import.
+
+    Only when the worker was launched ahead: the first check would import the
+    submission anyway, so asking first costs nothing.
+    """
+
+    def __init__(self, submission: Submission, launched: bool) -> None:
+        self.submission, self.launched = submission, launched
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        if self.launched and session.items and _broken_environment(self.submission):
+            return True  # the loop is done: no check runs
+        return None
+
+
+def _broken_environment(submission: Submission | None) -> str | None:
+    """The worker's message when its torch/torchvision cannot be imported, else None."""
+    if submission is None:
+        return None
+    outcome = submission.import_outcome or submission.imported()
+    if not outcome.ok and outcome.error.type == BROKEN_ENVIRONMENT:
+        try:
+            from grader.integrations.pins import pins
+
+            wanted = " ".join(pins())
+        except Exception:  # no readable expected values: still say what to do
+            wanted = "torch torchvision"
+        return (f"{outcome.error.message}. Install the pair the grader was built with, in "
+                f"this environment: python -m pip install --force-reinstall {wanted}")
+    return None
 
 
 class _Catalogue:

@@ -13,7 +13,7 @@ of comparing; the engine writes those values.
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,6 @@ from grader.harness.outcome import GraderLimit, WorkerFailure
 from grader.harness.request import GradingRequest
 from grader.results import CheckResult, Status
 from grader.results.sanitize import MESSAGE_CAP, student_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 RUBRIC_PATH = Path(__file__).resolve().parent.parent / "checks" / "rubric.toml"
 PLUGIN = pytest.StashKey["GradingPlugin"]()

@@ -8,9 +8,22 @@ in the wrong position.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+#: The check catalogue's folder: a group is one of its ``test_<group>.py`` modules.
+_CHECKS_DIR = Path(__file__).resolve().parent.parent / "checks"
+_CUDA = re.compile(r"cuda(:\d+)?")
+#: Run with the workers' interpreter: whether torch there sees the GPU (the harness never
+#: imports torch itself).
+_CUDA_PROBE = ("import json, torch; ok = torch.cuda.is_available(); print(json.dumps("
+               "{'build': torch.version.cuda or torch.version.hip, "
+               "'count': torch.cuda.device_count() if ok else 0}))")
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,84 @@ class GradingRequest:
             raise ValueError(f"unknown grading options: {', '.join(unknown)}")
         return cls(**data)
 
+    def selection_problem(self) -> str | None:
+        """What is wrong with ``groups`` and ``only`` (None: nothing), before a worker starts.
+
+        A mistyped group or a malformed ``-k`` expression is the caller's mistake: it
+        must read as one (exit 2), never as the catalogue failing on the student's code.
+        """
+        return selection_problem(self.only, self.groups)
+
     def verdict_options(self) -> dict[str, Any]:
         """The options that can change a verdict (what batch grading keys its reuse on)."""
         return {"hidden": self.hidden, "slow": self.slow, "notebook": self.notebook,
                 "only": self.only, "groups": list(self.groups), "device": self.device,
                 "timeout": self.timeout}
+
+
+def check_groups() -> list[str]:
+    """The catalogue's groups (rnn, lstm, ...), read from its file names: nothing imported."""
+    return sorted(p.stem.removeprefix("test_") for p in _CHECKS_DIR.glob("test_*.py"))
+
+
+def selection_problem(only: str | None, groups: tuple[str, ...] | list[str] = ()) -> str | None:
+    """Why this ``--only``/``--group`` selection cannot select anything (None: it may)."""
+    import difflib
+
+    known = check_groups()
+    for group in groups:
+        if group not in known:
+            close = difflib.get_close_matches(group, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return (f"unknown group {group!r}{hint}; groups are: {', '.join(known)}")
+    if only is not None:
+        if not only.strip():
+            return "--only needs part of a check id, e.g. --only rnn_step_forward"
+        try:  # pytest's own -k parser (SyntaxError since pytest 8.4, ParseError before)
+            from _pytest.mark.expression import Expression
+        except ImportError:  # pytest moved it: the catalogue's own error will say
+            return None
+        try:
+            Expression.compile(only)
+        except Exception as exc:  # noqa: BLE001 - whichever class this pytest raises
+            why = getattr(exc, "msg", None) or getattr(exc, "message", None) or str(exc)
+            return (f"--only {only!r} is not a valid selection ({why}): give part of a check "
+                    "id, e.g. --only rnn_step_forward, or combine parts with and, or, not: "
+                    "--only \"lstm and not hidden\"")
+    return None
+
+
+def device_problem(device: str) -> str | None:
+    """Why student code cannot run on ``device`` here (None: it can).
+
+    Asked before grading: on a machine without a usable GPU every check would fail
+    ("Found no NVIDIA driver"), a correct function included, and a batch would give
+    every student 0. Cheap: nothing for cpu; for cuda, no process when the machine has
+    no GPU driver at all, else one short ``import torch`` with the workers' interpreter.
+    """
+    if device == "cpu":
+        return None
+    if not _CUDA.fullmatch(device):
+        return f"--device {device!r}: expected cpu or cuda (cuda:N for the N-th GPU)"
+    todo = ("grading there would fail every check. Use --device cpu (the default), or run "
+            "on a machine with an NVIDIA GPU and a CUDA build of torch")
+    if sys.platform.startswith("linux") and not any(
+            os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd")):
+        return f"--device {device}: this machine has no GPU driver (no /proc/driver/nvidia); {todo}"
+    try:
+        probe = subprocess.run([sys.executable, "-c", _CUDA_PROBE], capture_output=True,
+                               text=True, timeout=120, stdin=subprocess.DEVNULL)
+        import json
+
+        found = json.loads(probe.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return f"--device {device}: could not ask torch whether a GPU is usable here; {todo}"
+    wanted = int(device.partition(":")[2] or 0)
+    if found["build"] is None:
+        return (f"--device {device}: this torch is a CPU-only build (torch.version.cuda is "
+                f"None); {todo}")
+    if found["count"] <= wanted:
+        seen = f"torch sees {found['count']} GPU(s)" if found["count"] else \
+            "torch.cuda.is_available() is False"
+        return f"--device {device}: no usable GPU ({seen}); {todo}"
+    return None

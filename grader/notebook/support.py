@@ -16,7 +16,13 @@ from types import ModuleType
 import torch
 
 from grader.contract import CELL_TYPES, MODULE_NAME  # noqa: F401 - the notebook's names
-from grader.course.settings import COURSE, GRADING, NotebookRun, settings  # noqa: F401
+from grader.course.settings import (  # noqa: F401
+    COURSE,
+    GRADING,
+    LAPTOP,
+    NotebookRun,
+    settings,
+)
 
 
 def default_device() -> str:

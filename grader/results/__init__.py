@@ -33,11 +33,15 @@ class RunStatus(str, enum.Enum):
     NO_HIDDEN_VALUES = "no-hidden-values"  # the caller's mistake: hidden checks without values
     NO_CHECKS = "no-checks"  # the caller's mistake: the selection matched nothing
     GRADER_ERROR = "grader-error"  # the catalogue itself failed
+    #: the student's install cannot run checks (a broken torch/torchvision pair, native
+    #: Windows): no check ran; the environment's problem, not the submission's (exit code 2)
+    ENVIRONMENT_ERROR = "environment-error"
 
     @property
     def usage_error(self) -> bool:
         """The request was wrong (exit code 2), rather than the submission or the grader."""
-        return self in (RunStatus.MISSING_FILE, RunStatus.NO_HIDDEN_VALUES, RunStatus.NO_CHECKS)
+        return self in (RunStatus.MISSING_FILE, RunStatus.NO_HIDDEN_VALUES, RunStatus.NO_CHECKS,
+                        RunStatus.ENVIRONMENT_ERROR)
 
     @property
     def graded(self) -> bool:

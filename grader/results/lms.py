@@ -214,7 +214,11 @@ MOODLE_KINDS = (IdKind("Username", ("Username",)),
 
 
 def _key(text: str, local_part: bool) -> str:
-    text = text.strip().lower()
+    """Ids compared as the same text however written: case, and NFC (a macOS file name's
+    NFD "zoë" is the roster's "zoë")."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFC", text.strip()).lower()
     return text.split("@", 1)[0] if local_part else text
 
 

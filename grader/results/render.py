@@ -16,16 +16,20 @@ import json
 import math
 import re
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.cells import cell_len
 from rich.console import Console, Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from grader.results import STATUSES, CheckResult, SubmissionResult
+from grader.results.order import notebook_order
 from grader.results.sanitize import sanitize
 
 STATUS_STYLES = {"passed": "green", "failed": "red", "error": "magenta", "skipped": "dim",
@@ -98,32 +102,49 @@ def _measured(check: CheckResult) -> str:
 # --------------------------------------------------------------------------- table
 
 
-def build_table(result: SubmissionResult, compact: bool = False) -> Group:
+#: How much of one check's message the compact (notebook) view prints below the table.
+COMPACT_MESSAGE_LINES = 12
+#: How a sandbox layer that is missing or weaker than on a grading server is worded
+#: (``grader.sandbox.Sandbox.layers``): counted in the footer, listed with ``verbose``.
+WEAKENED_LAYERS = ("no ", "home on the host's disk", "runs as root", "same user", "WARNING")
+#: Environment keys the one-line footer leaves to ``verbose`` (long, rarely the point).
+_LONG_ENVIRONMENT = ("platform", "machine")
+
+
+def build_table(result: SubmissionResult, compact: bool = False, verbose: bool = False) -> Group:
     """The terminal/notebook view as a rich renderable, for callers that lay it out themselves.
 
-    Full mode: id, status, score/max, measured error vs tolerance (a column shown only when
-    some check measured something), whole message. Compact mode
-    (notebooks, narrow cells): id, status, score, first line of the message.
+    Laid out so that nothing a student needs is cut at 80 columns or in a notebook cell
+    (115): the table holds only short columns (check id, status, score, and in full mode
+    the measured error when something was measured), one row per check in the notebook's
+    order (``grader.results.order``); every message follows below the table, whole and
+    word-wrapped, as pytest's short summary does, so "got ... expected ..." is never
+    ellipsised or squeezed into a narrow column. Full mode (the CLI) adds the tolerance
+    to a failed check's message; compact mode (notebooks) prints at most
+    ``COMPACT_MESSAGE_LINES`` lines of each. The footer is one line (versions and the
+    number of isolation layers, and how many are weakened on this host); ``verbose``
+    lists every layer and the whole environment.
     """
+    checks = notebook_order(result.checks)
     title = Text(clean(result.submission), style="bold")
-    table = Table(title=title, title_justify="left", show_lines=not compact, expand=False)
-    table.add_column("check", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("score", justify="right", no_wrap=True)
-    # The measurement column only when something was measured: it costs width on a terminal.
-    measured = not compact and any(c.error is not None or c.tolerance for c in result.checks)
+    table = Table(title=title, title_justify="left", expand=False)
+    # The id folds only when the console is narrower than the whole table; status and
+    # score never shrink (rich squeezes every column alike once none can wrap).
+    table.add_column("check", overflow="fold")
+    scores = [f"{'-' if c.status == 'skipped' else _num(c.score)}/{_num(c.max_score)}"
+              for c in checks]
+    table.add_column("status", no_wrap=True,
+                     min_width=max((len(c.status) for c in checks), default=6))
+    table.add_column("score", justify="right", no_wrap=True,
+                     min_width=max(map(len, scores), default=5))
+    measured = not compact and any(c.error is not None for c in checks)
     if measured:
-        table.add_column("error / tolerance", overflow="fold")
-    table.add_column("message", overflow="ellipsis" if compact else "fold", no_wrap=compact)
-
-    for c in result.checks:
-        style = STATUS_STYLES[c.status]
-        score = "-" if c.status == "skipped" else _num(c.score)
-        row: list[Text] = [Text(clean(c.id)), Text(c.status, style=style),
-                           Text(f"{score}/{_num(c.max_score)}")]
+        table.add_column("measured", justify="right", no_wrap=True, min_width=8)
+    for c, score in zip(checks, scores, strict=True):
+        row: list[Text] = [Text(clean(c.id)), Text(c.status, style=STATUS_STYLES[c.status]),
+                           Text(score)]
         if measured:
-            row.append(_error_vs_tolerance(c))
-        row.append(Text(first_line(c.feedback) if compact else clean(c.feedback).strip()))
+            row.append(_error_text(c))
         table.add_row(*row)
 
     counts = result.counts()
@@ -133,19 +154,86 @@ def build_table(result: SubmissionResult, compact: bool = False) -> Group:
                 for s in STATUSES], ", "),
     )
     parts: list[Any] = [table, totals]
-    if compact:  # the table keeps one line per check: the named mistakes in full below it
-        parts += [Text(f"{clean(c.id)}: {clean(d['text'])}", style="yellow")
-                  for c in result.checks for d in c.diagnoses]
+    for c, score in zip(checks, scores, strict=True):
+        parts += _message_block(c, score, compact)
     if result.status != "graded":
         parts.append(Text(f"grading {result.status}: {first_line(result.message)}",
                           style="bold red"))
     if result.review:
         parts.append(Text(review_note(result), style="bold yellow"))
-    env = ", ".join(f"{k} {clean(str(v))}" for k, v in sorted(result.environment.items()))
-    isolation = ", ".join(clean(x) for x in result.isolation) or "none"
-    parts.append(Text(f"isolation: {isolation} | {env or 'environment not recorded'}",
-                      style="dim"))
+    parts += _footer(result, compact, verbose)
     return Group(*parts)
+
+
+def _message_block(check: CheckResult, score: str, compact: bool) -> list[Any]:
+    """A check's message below the table: a heading line, then the text indented, whole.
+
+    Nothing for a check with nothing to say (a pass has no message). Rich wraps the text
+    at word boundaries to the console's width; no line of it is cut.
+    """
+    lines = [line.rstrip() for line in clean(check.feedback).strip().splitlines()]
+    if not compact and check.status != "passed":
+        lines += [x for x in (_measured(check),) if x]
+    if not lines:
+        return []
+    if compact and len(lines) > COMPACT_MESSAGE_LINES:
+        more = len(lines) - COMPACT_MESSAGE_LINES + 1
+        lines = lines[:COMPACT_MESSAGE_LINES - 1] + [
+            f"... {more} more lines: result.checks has the whole message"]
+    heading = Text.assemble("\n", (clean(check.id), "bold"), " ",
+                            (check.status, STATUS_STYLES[check.status]), f" {score}")
+    return [heading, Padding(Text("\n".join(lines)), (0, 0, 0, 2), expand=False)]
+
+
+def _weakened(layer: str) -> bool:
+    return layer.startswith(WEAKENED_LAYERS)
+
+
+def _footer(result: SubmissionResult, compact: bool, verbose: bool) -> list[Text]:
+    """The environment and the isolation, on one line unless ``verbose``.
+
+    A layer that exposes the grader's secrets is always printed whole (an instructor must
+    see it); every other layer only with ``verbose``, as ``--format json`` records them.
+    """
+    env = [f"{k} {clean(str(v))}" for k, v in sorted(result.environment.items())
+           if verbose or k not in _LONG_ENVIRONMENT]
+    env_text = ", ".join(env) or "environment not recorded"
+    layers = [clean(x) for x in result.isolation]
+    if verbose:
+        listed = "\n".join(f"  {'(weakened) ' if _weakened(x) else ''}{x}" for x in layers)
+        return [Text(f"{env_text}\nisolation: {len(layers)} layers" + (
+            f"\n{listed}" if listed else ""), style="dim")]
+    weak = sum(map(_weakened, layers))
+    hint = "verbose=True" if compact else "--verbose"
+    count = (f"{len(layers)} layers" + (f", {weak} weakened" if weak else "")
+             if layers else "none recorded")
+    line = f"{env_text} | isolation: {count}"
+    out: list[Any] = [OneLine(f"{line} ({hint})", line, style="dim")]
+    out += [Text(x, style="bold red") for x in layers if x.startswith("WARNING")]
+    return out
+
+
+class OneLine:
+    """The first of ``variants`` that fits the console's width (the last one cut to fit).
+
+    A footer stays one line at any width without deciding the width before printing.
+    """
+
+    def __init__(self, *variants: str, style: str = "") -> None:
+        self.variants, self.style = variants, style
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        fits = [v for v in self.variants if cell_len(v) <= options.max_width]
+        yield Text(fits[0] if fits else self.variants[-1], style=self.style, no_wrap=True,
+                   overflow="ellipsis")
+
+
+def _error_text(check: CheckResult) -> Text:
+    """The measured error, as the table's one short column shows it."""
+    if check.error is None:
+        return Text("")
+    err = check.error
+    return Text(f"{err:.2e}" if math.isfinite(err) else str(err), style="cyan")
 
 
 REVIEW_HEADLINE = "NEEDS AN INSTRUCTOR'S REVIEW"
@@ -155,17 +243,6 @@ def review_note(result: SubmissionResult) -> str:
     """One line for every rendering: which checks wait for a person, and why."""
     return (f"{REVIEW_HEADLINE} (points withheld until then): "
             + "; ".join(clean(r) for r in result.review))
-
-
-def _error_vs_tolerance(check: CheckResult) -> Text:
-    """Measured error on one line, the bar it was held to under it (dim)."""
-    text = Text()
-    if check.error is not None:
-        err = check.error
-        text.append(f"{err:.2e}" if math.isfinite(err) else str(err), style="cyan")
-    if check.tolerance:
-        text.append(("\n" if text else "") + clean(check.tolerance), style="dim")
-    return text
 
 
 def _join(items: list[tuple[str, str]], sep: str) -> list[tuple[str, str] | str]:
@@ -178,12 +255,12 @@ def _join(items: list[tuple[str, str]], sep: str) -> list[tuple[str, str] | str]
 
 
 def render_table(result: SubmissionResult, console: Console | None = None,
-                 compact: bool = False) -> None:
+                 compact: bool = False, verbose: bool = False) -> None:
     """Print the table to ``console`` (a fresh stdout Console by default); returns nothing.
 
     Use ``build_table`` to get the renderable instead.
     """
-    (console or Console()).print(build_table(result, compact=compact))
+    (console or Console()).print(build_table(result, compact=compact, verbose=verbose))
 
 
 # --------------------------------------------------------------------------- JSON
@@ -238,11 +315,6 @@ def _test_output(c: CheckResult) -> str:
 
 def hidden_checks_visibility(rubric: Path = RUBRIC) -> str:
     """How the rubric shows its hidden checks on Gradescope: after_due_date or after_published."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-
     try:
         with open(rubric, "rb") as f:
             chosen = tomllib.load(f).get("gradescope", {}).get("hidden_checks", HIDDEN_CHOICES[0])
@@ -561,8 +633,8 @@ def notebook_table(report: Any, stream: TextIO | None = None) -> None:
 # --------------------------------------------------------------------------- writers
 
 
-def _write_table(result: SubmissionResult, stream: TextIO) -> None:
-    render_table(result, console=Console(file=stream))
+def _write_table(result: SubmissionResult, stream: TextIO, verbose: bool = False) -> None:
+    render_table(result, console=Console(file=stream), verbose=verbose)
 
 
 def _writer(render: Callable[[SubmissionResult], str]) -> Callable[[SubmissionResult, TextIO],
@@ -585,10 +657,18 @@ RENDERERS: dict[str, Callable[[SubmissionResult, TextIO], None]] = {
 FORMATS = tuple(RENDERERS)
 
 
-def write(result: SubmissionResult, fmt: str, stream: TextIO | None = None) -> None:
-    """Render ``result`` as ``fmt`` onto ``stream`` (stdout by default); the CLI's one call."""
+def write(result: SubmissionResult, fmt: str, stream: TextIO | None = None, *,
+          verbose: bool = False) -> None:
+    """Render ``result`` as ``fmt`` onto ``stream`` (stdout by default); the CLI's one call.
+
+    ``verbose``: the table lists every isolation layer (other formats always record them).
+    """
     try:
         writer = RENDERERS[fmt]
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(RENDERERS)}") from None
-    writer(result, stream if stream is not None else sys.stdout)
+    stream = stream if stream is not None else sys.stdout
+    if fmt == "table":
+        _write_table(result, stream, verbose=verbose)
+    else:
+        writer(result, stream)

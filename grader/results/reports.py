@@ -27,6 +27,16 @@ ROW_FIELDS = ["student", "status", "score", "max_score", "message", "content_has
               "source"]
 #: Why an instructor must look at the submission before some points are given ("" if not).
 REVIEW_FIELD = "review"
+#: Several copies (or inputs) found for the student: which one was graded, and how to pick.
+COPIES_FIELD = "copies"
+
+
+def discovery_note(row: Any) -> str:
+    """The stored entry's note on several copies for one student ("" if there was one)."""
+    try:
+        return json.loads(row["entry"]).get("note") or ""
+    except (TypeError, ValueError, KeyError, IndexError):
+        return ""
 
 
 def review_reasons(result: dict | None) -> list[str]:
@@ -45,12 +55,14 @@ def export(store: Store, out: Path) -> dict[str, Path]:
                 check_ids.append(c["id"])
     paths = {"gradebook": out / "gradebook.csv", "summary": out / "summary.json"}
     with open(paths["gradebook"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS + [REVIEW_FIELD] + check_ids)
+        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS + [REVIEW_FIELD, COPIES_FIELD]
+                                + check_ids)
         writer.writeheader()
         for r in rows:
             row = {k: r[k] for k in ROW_FIELDS}
             row["seconds"] = round(r["seconds"], 2)
             row[REVIEW_FIELD] = "; ".join(review_reasons(results[r["student"]]))
+            row[COPIES_FIELD] = discovery_note(r)
             for c in (results[r["student"]] or {}).get("checks", []):
                 row[c["id"]] = gradebook_cell(c["status"], c["score"], c.get("advisory", False))
             writer.writerow(row)
@@ -163,6 +175,8 @@ def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[
         "review": {r["student"]: review_reasons(results[r["student"]]) for r in rows
                    if review_reasons(results[r["student"]])},
         "misconceptions": _misconception_counts(rows, results),
+        # Students with several copies (or inputs): which was graded, and how to pick another.
+        "copies": {r["student"]: discovery_note(r) for r in rows if discovery_note(r)},
         "seconds": {"total": round(sum(r["seconds"] for r in rows), 2),
                     "per_submission": {r["student"]: round(r["seconds"], 2) for r in rows}},
     }

@@ -54,6 +54,24 @@ CREATE TABLE IF NOT EXISTS checks (
 """
 
 
+def storable(value: Any) -> Any:
+    """``value`` with every string UTF-8-encodable: lone surrogates (undecodable bytes of a
+    file name) written as ``\\xNN``, as ``grader.batch.submissions.escaped`` shows them."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                           f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c
+                           for c in value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v) for v in value]
+    return value
+
+
 class Store:
     """A thin layer over the database; one instance per process that writes."""
 
@@ -97,7 +115,12 @@ class Store:
 
     def record(self, run_id: int, entry: dict[str, Any], grading_key: str, status: str,
                message: str, result: dict[str, Any] | None, seconds: float) -> int:
-        """Commit one submission's grade and its checks, atomically."""
+        """Commit one submission's grade and its checks, atomically.
+
+        Text is stored escaped (``storable``): a path or message holding bytes that are not
+        UTF-8 (a student folder named on Windows) is a row, never a crash.
+        """
+        entry, message, result = storable(entry), storable(message), storable(result)
         score = float(result.get("score", 0.0)) if result else 0.0
         max_score = float(result.get("max_score", 0.0)) if result else 0.0
         with self.db:

@@ -53,8 +53,6 @@ import atexit
 import contextlib
 import functools
 import os
-import pwd
-import resource
 import shutil
 import signal
 import stat
@@ -68,7 +66,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import randbelow
 
+try:  # POSIX only: the package must still import on Windows, to say what is missing there
+    import pwd
+    import resource
+except ImportError:  # pragma: no cover - exercised by tests/test_install.py in a subprocess
+    pwd = resource = None  # type: ignore[assignment]
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def unsupported_reason() -> str | None:
+    """Why student code cannot be run in a worker on this host (None on Linux and macOS).
+
+    The worker forks its student process and talks over inherited pipe file
+    descriptors, and the sandbox needs ``pwd`` and ``resource``: none of that
+    exists on native Windows, where WSL 2 gives a Linux that has it all.
+    """
+    missing = [name for name, module in (("pwd", pwd), ("resource", resource))
+               if module is None]
+    missing += [f"os.{name}" for name in ("fork", "geteuid") if not hasattr(os, name)]
+    if not missing:
+        return None
+    return (f"this system lacks {', '.join(missing)}, which the grader's sandboxed worker "
+            "needs to run your code (Linux or macOS). On Windows, install WSL 2 "
+            "(`wsl --install` in PowerShell), then follow the Linux steps of "
+            "docs/student-guide.md inside Ubuntu")
 
 
 def project_secrets() -> tuple[Path, ...]:
@@ -309,7 +331,7 @@ def view_plan(keep: Iterable[Path]) -> tuple[list[str], list[str], list[str]]:
 @functools.lru_cache(maxsize=1)
 def unprivileged_ids() -> tuple[int, int, str] | None:
     """(uid, gid, name) to run student code as, when the grader is root and that can work."""
-    if os.geteuid() != 0 or os.environ.get("CAPGRADE_SANDBOX_USER") == "":
+    if pwd is None or os.geteuid() != 0 or os.environ.get("CAPGRADE_SANDBOX_USER") == "":
         return None
     name = os.environ.get("CAPGRADE_SANDBOX_USER", "nobody")
     try:
@@ -738,9 +760,10 @@ def _kill_carrying(ids: set[str]) -> None:
                 pass
 
 
-_LIMITS = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU,
-           "nproc": resource.RLIMIT_NPROC, "fsize": resource.RLIMIT_FSIZE,
-           "nofile": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
+_LIMITS = {} if resource is None else {
+    "as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "nproc": resource.RLIMIT_NPROC,
+    "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE,
+    "core": resource.RLIMIT_CORE}
 
 
 def apply_limits(pairs: Iterable[str]) -> None:

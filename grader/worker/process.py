@@ -35,6 +35,7 @@ from typing import NoReturn
 
 from grader.contract import MODULE_NAME as STUDENT_MODULE
 from grader.protocol import (
+    BROKEN_ENVIRONMENT,
     TOO_LARGE,
     ErrorInfo,
     MessageTooLarge,
@@ -267,12 +268,44 @@ def broker(requests: Connection, replies: Connection, to_student: Connection,
             return True
 
 
+#: Why this worker's torch and torchvision do not import (set by ``preload``), or None.
+ENVIRONMENT_PROBLEM: str | None = None
+
+
+def environment_problem() -> str | None:
+    """Why torch and torchvision cannot be imported together here (the harness adds the fix).
+
+    A pair built for each other is needed (PyPI's torchvision beside another
+    build of torch fails with "operator torchvision::nms does not exist"): that
+    is the installation's fault, so it must never read as the submission's.
+    """
+
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except Exception as exc:  # ImportError, RuntimeError, OSError (a missing .so) alike
+        from grader import installed_versions
+
+        found = installed_versions(("torch", "torchvision"))
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        reason = f"{type(exc).__name__}: {first}"
+        return (f"the Python environment is broken, not your code: {' and '.join(found)} "
+                f"cannot be imported together ({reason})")
+    return None
+
+
 def preload() -> None:
     """Import everything a worker needs before any submission: torch and the worker's code.
 
     A fork server (``grader.sandbox.forkserver``) does this once and forks
-    workers that have it all already.
+    workers that have it all already. A torch/torchvision pair that does not
+    import is recorded (``ENVIRONMENT_PROBLEM``), not raised: ``run`` then
+    answers every request with it, so the harness reports the environment.
     """
+    global ENVIRONMENT_PROBLEM
+    ENVIRONMENT_PROBLEM = environment_problem()
+    if ENVIRONMENT_PROBLEM is not None:
+        return
     import torch  # noqa: F401 - imported once, before the fork, and shared
 
     # Everything importing a submission needs, so a warm worker has it all loaded.
@@ -281,8 +314,23 @@ def preload() -> None:
     from grader.worker import forbidden, probes  # noqa: F401
 
 
+def _refuse_all(requests: Connection, replies: Connection, problem: str) -> None:
+    """Answer every request with the environment's problem until the harness hangs up."""
+    while True:
+        try:
+            requests.recv_bytes()
+        except (EOFError, OSError):
+            return
+        replies.send_bytes(Reply(False, error=ErrorInfo.grader_side(
+            BROKEN_ENVIRONMENT, problem)).encode())
+
+
 def run(request_fd: int, reply_fd: int) -> NoReturn:
     """Be the broker on these pipes and fork the student process; exit as it did."""
+    if ENVIRONMENT_PROBLEM is not None:  # no student code runs: every request gets the problem
+        _refuse_all(Connection(request_fd, writable=False), Connection(reply_fd, readable=False),
+                    ENVIRONMENT_PROBLEM)
+        os._exit(0)
     down_read, down_write = os.pipe()
     up_read, up_write = os.pipe()
     student = os.fork()
