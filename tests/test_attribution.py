@@ -451,3 +451,13 @@ def test_an_honest_slow_call_starved_by_the_machine_gets_its_cpu_time_and_passes
 def test_signal_names_in_messages():
     assert client._signal_name(int(signal.SIGXCPU)) == "SIGXCPU"
     assert client._death(128 + 11) == "killed by signal SIGSEGV"
+
+
+def test_a_tree_queued_on_an_idle_machine_is_not_starved():
+    """A fork bomb's tasks queue for the CPUs while the rest of the machine is idle: the
+    waiting was for its own processes, whatever schedstat sums (the student's timeout)."""
+    queued = CpuUsage(running=int(2.5 * S), waiting=int(30 * S), cpus=2.0,
+                      machine=int(4.0 * S))
+    assert resources.timeout_verdict(queued, budget=4.0, wall=16.0) == "idle"
+    busy = CpuUsage(running=int(2.5 * S), waiting=int(30 * S), cpus=2.0, machine=int(31 * S))
+    assert resources.timeout_verdict(busy, budget=4.0, wall=16.0) == "starved"

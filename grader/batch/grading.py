@@ -355,6 +355,9 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
             else:
                 first_of_hash[entry.content_hash] = entry
                 todo.append(entry)
+        if progress and todo and len(todo) < summary.rows:
+            print(_fewer(len(todo), summary.rows, summary.skipped, summary.problems,
+                         len(copies)), flush=True)
         _run(todo, options, out, store, run_id, key, workers, dask, progress, summary,
              should_warm(workers, dask) if warm is None else warm)
         for entry in copies:
@@ -506,6 +509,16 @@ def _run(todo: list[Entry], options: GradingRequest, out: Path, store: Store, ru
             bar.close()
         if not aborted:
             pool.close()
+
+
+def _fewer(todo: int, rows: int, kept: int, problems: int, copies: int) -> str:
+    """Why the count of submissions to grade is below the class's rows (the bar's total)."""
+    why = [f"{n} {what}" for n, what in ((kept, "unchanged since the last run"),
+                                         (problems, "without a module to grade"),
+                                         (copies, "identical to another submission"))
+           if n]
+    return f"grading {todo} of {rows} submissions ({', '.join(why)}: their rows are written " \
+           "without grading)"
 
 
 def _progress(total: int) -> Any:

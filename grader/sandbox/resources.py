@@ -234,10 +234,14 @@ class CpuUsage:
     waiting: int = 0
     busiest: int = 0
     cpus: float = 0.0
+    #: CPU time every process on the machine used (``/proc/stat``, busy), or -1 unknown: the
+    #: tree cannot have waited for others longer than others ran.
+    machine: int = -1
 
     def __sub__(self, other: CpuUsage) -> CpuUsage:
+        machine = self.machine - other.machine if min(self.machine, other.machine) >= 0 else -1
         return CpuUsage(self.running - other.running, self.waiting - other.waiting,
-                        self.busiest, self.cpus)
+                        self.busiest, self.cpus, machine)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -338,7 +342,16 @@ def tree_usage(pid: int | None) -> CpuUsage | None:
     cpus = float(len(allowed)) if allowed else 0.0
     if cpus and quota:
         cpus = min(cpus, quota)
-    return CpuUsage(running, waiting, busiest, cpus)
+    return CpuUsage(running, waiting, busiest, cpus, machine_busy())
+
+
+def machine_busy() -> int:
+    """Nanoseconds of CPU time the whole machine has been busy since boot, or -1."""
+    fields = (_read(Path("/proc/stat")) or "").split("\n", 1)[0].split()
+    if len(fields) < 6 or fields[0] != "cpu" or not all(f.isdigit() for f in fields[1:]):
+        return -1
+    values = [int(f) for f in fields[1:]]
+    return int((sum(values[:8]) - values[3] - values[4]) * _TICK_NS)
 
 
 # -- whose fault a timeout was ------------------------------------------------------------
@@ -361,10 +374,14 @@ def waited_for_others(used: CpuUsage, wall: float) -> float:
     The tree's own tasks, runnable together on fewer CPUs than there are tasks (four
     busy children pinned to one CPU), wait for each other: that waiting is not the
     machine's doing. It can only be the machine's up to the CPU capacity the tree left
-    unused in ``wall`` seconds: ``cpus * wall - running``.
+    unused in ``wall`` seconds: ``cpus * wall - running``, and no more than the other
+    processes of the machine actually ran (``CpuUsage.machine``): a fork bomb's hundreds
+    of tasks queue for CPUs while the machine sits idle, which is not starvation.
     """
     cpus = used.cpus or available_cpus()
     unused = max(0.0, cpus * wall - used.running / 1e9)
+    if used.machine >= 0:  # what every other process ran: the most it could have held back
+        unused = min(unused, max(0.0, (used.machine - used.running) / 1e9))
     return max(0.0, min(used.waiting / 1e9, unused))
 
 
