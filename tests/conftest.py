@@ -9,6 +9,7 @@ from types import ModuleType
 import pytest
 
 from grader.worker.loader import load_module
+from tests.corpus import Corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "reference" / "rnn_lstm_captioning.py"
@@ -22,15 +23,47 @@ def ref() -> ModuleType:
     return load_module(path, "capgrade_reference_under_test")
 
 
-#: Test modules that grade whole submissions in sandboxed workers: minutes each.
-SLOW_MODULES = {"test_alt_style", "test_batch", "test_bug_variants", "test_forkserver",
-                "test_gradescope",
-                "test_hostile", "test_notebook", "test_overfit", "test_real_grades",
-                "test_release", "test_student_styles", "test_warm"}
+CORPUS: pytest.StashKey[Corpus] = pytest.StashKey()
+LAST_CORPUS_TEST: pytest.StashKey[str | None] = pytest.StashKey()
+
+
+def _declares(item: pytest.Item) -> bool:
+    """A test that reads the corpus, in a module that says what it will read."""
+    return (item.module is not None and hasattr(item.module, "corpus_jobs")
+            and "corpus" in getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow modules, so `pytest -m "not slow"` runs the fast subset."""
-    for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
+    """The corpus's readers run first, while its gradings fill both cores."""
+    items[:] = [i for i in items if _declares(i)] + [i for i in items if not _declares(i)]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start every grading the selected tests will read (see tests/corpus.py)."""
+    corpus = session.config.stash[CORPUS] = Corpus()
+    readers = [i for i in session.items if _declares(i)]
+    session.config.stash[LAST_CORPUS_TEST] = readers[-1].nodeid if readers else None
+    if session.config.option.collectonly:
+        return
+    by_module: dict[ModuleType, list[pytest.Item]] = {}
+    for item in readers:
+        by_module.setdefault(item.module, []).append(item)
+    corpus.submit(job for module, items in by_module.items() for job in module.corpus_jobs(items))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """After the corpus's last reader, the pool goes: later tests have the CPUs to themselves."""
+    if item.nodeid == item.config.stash.get(LAST_CORPUS_TEST, None):
+        item.config.stash[CORPUS].close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if CORPUS in session.config.stash:
+        session.config.stash[CORPUS].close()
+
+
+@pytest.fixture(scope="session")
+def corpus(request: pytest.FixtureRequest) -> Corpus:
+    """The session's gradings of whole submissions, each graded once."""
+    return request.config.stash[CORPUS]

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grader.harness.engine import run_checks
+import pytest
+
 from grader.harness.plugin import load_rubric
+from tests.corpus import Job, job_for
+
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
 
 ALT = Path(__file__).resolve().parent / "solutions" / "alt_style_rnn_lstm_captioning.py"
 
 
-def test_alt_style_solution_scores_full_marks():
-    result = run_checks(ALT, hidden=True)
+def corpus_jobs(items: list[pytest.Item]) -> list[Job]:
+    return [job_for(ALT)]
+
+
+def test_alt_style_solution_scores_full_marks(corpus):
+    result = corpus.result(job_for(ALT))
     assert result.status == "graded", result.message
     failed = [f"{c.id}: {c.status}: {c.message}" for c in result.checks if not c.passed]
     assert not failed, "\n".join(failed)

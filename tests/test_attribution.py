@@ -254,6 +254,7 @@ def _needs_regrade_result(module: Path) -> dict:
     ]).to_dict()
 
 
+@pytest.mark.slow
 def test_a_row_that_needs_a_regrade_twice_for_the_same_cause_is_shown_not_retried(
         tmp_path, monkeypatch):
     from concurrent.futures import Future

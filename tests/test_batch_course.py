@@ -26,6 +26,8 @@ from grader.results import lms
 from grader.results.store import Store
 from tests.conftest import REFERENCE, STUB
 
+pytestmark = pytest.mark.slow  # grades a class through the batch pool
+
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = "rnn_lstm_captioning.py"
 #: Two quick public checks: enough to tell the reference (full marks) from the stub (0).

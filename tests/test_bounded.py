@@ -362,6 +362,7 @@ def test_a_function_returning_600_mb_fails_its_check_and_the_harness_stays_small
     assert measured["growth_mb"] < GROWTH_LIMIT_MB, measured
 
 
+@pytest.mark.slow
 def test_a_module_that_rewrites_the_workers_encoder_is_still_refused_by_the_broker(tmp_path):
     """The student process shares an interpreter with the worker's encoder and its caps: both
     are the student's to rewrite. The broker, which runs no student code, refuses the

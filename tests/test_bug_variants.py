@@ -1,7 +1,8 @@
 """Every catalogued student bug must cost points in the checks meant to catch it.
 
 A variant that passes the checks named for it means a check is too lenient (or
-looks at the wrong thing). Only the named checks are run, so each variant costs
+looks at the wrong thing). Only the named checks are run, once per variant for
+all its tests (the session's corpus, ``tests/corpus.py``), so each variant costs
 one worker start plus a few probes (~2-3 s). Known grader gaps (checks that
 ought to catch a bug and do not yet) are strict xfails: they are visible in
 every run, and fixing the grader turns them into failures that ask for the
@@ -12,17 +13,33 @@ from __future__ import annotations
 
 import pytest
 
-from grader.harness.engine import run_checks
 from grader.harness.plugin import load_rubric
-from tests.variants import VARIANTS, Variant, only_expression, reference_source, write_variant
+from tests.corpus import Corpus, Job
+from tests.variants import VARIANTS, Variant, only_expression, reference_source
+
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
 
 
-def _run(variant: Variant, ids: tuple[str, ...], tmp_path) -> dict:
-    path = write_variant(variant, tmp_path)
-    result = run_checks(path, hidden=True, only=only_expression(ids))
+def _named(variant: Variant) -> tuple[str, ...]:
+    return variant.catch + variant.must_pass + variant.advice + variant.gaps
+
+
+def _job(variant: Variant) -> Job:
+    """Every check the variant names, in one grading: its catches, passes, advice and gaps."""
+    return Job(variant.apply(reference_source()), hidden=True,
+               only=only_expression(_named(variant)))
+
+
+def corpus_jobs(items: list[pytest.Item]) -> list[Job]:
+    return [_job(item.callspec.params["variant"]) for item in items
+            if hasattr(item, "callspec") and "variant" in item.callspec.params]
+
+
+def _run(variant: Variant, corpus: Corpus) -> dict:
+    result = corpus.result(_job(variant))
     assert result.status == "graded", result.message
     checks = {c.id: c for c in result.checks}
-    assert sorted(checks) == sorted(ids), "the -k expression selected other checks"
+    assert sorted(checks) == sorted(_named(variant)), "the -k expression selected other checks"
     return checks
 
 
@@ -47,10 +64,10 @@ def test_catalogue_is_complete_and_named_checks_exist():
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
-def test_variant_is_caught(variant: Variant, tmp_path):
+def test_variant_is_caught(variant: Variant, corpus):
     """Each named check fails (score 0, with a message); must_pass checks still pass;
     advice checks report an advisory (0 points, never a failure)."""
-    checks = _run(variant, variant.catch + variant.must_pass + variant.advice, tmp_path)
+    checks = _run(variant, corpus)
     missed = [f"{cid}: {checks[cid].status}" for cid in variant.catch
               if checks[cid].status == "passed" or checks[cid].score != 0]
     assert not missed, f"{variant.name} ({variant.description}) was not caught by {missed}"
@@ -72,7 +89,7 @@ GAPS = [
 
 
 @pytest.mark.parametrize(("variant", "check"), GAPS)
-def test_known_gap(variant: Variant, check: str, tmp_path):
+def test_known_gap(variant: Variant, check: str, corpus):
     """A check that should catch the bug but does not (a grader weakness to fix)."""
-    checks = _run(variant, (check,), tmp_path)
+    checks = _run(variant, corpus)
     assert checks[check].status != "passed", f"{variant.name} passes {check}"

@@ -196,6 +196,7 @@ def test_the_install_step_pins_torch_from_the_cpu_index(job):
 # -- the commands, run verbatim ------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part", CHEAP_PARTS)
 def test_a_grader_command_passes_the_reference(job, part, tmp_path):
     """Run as the command grader runs it: /bin/sh -c (Node's execSync), PATH and HOME only."""
@@ -207,6 +208,7 @@ def test_a_grader_command_passes_the_reference(job, part, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_grader_command_fails_the_stub(job, tmp_path):
     step = next(s for s in _graders(job) if s["id"] == "rnn")
     repo = _repository(tmp_path, STUB)

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.harness.engine import run_checks
 from grader.harness.plugin import load_rubric
+from tests.corpus import Corpus, Job
 from tests.variants import only_expression, reference_source
+
+pytestmark = pytest.mark.slow  # grades edits of the reference in sandboxed workers
 
 FUNCTION_CHECKS = load_rubric(include_slow=False)
 
@@ -33,8 +35,13 @@ def _module(tmp_path: Path, *edits: tuple[str, str]) -> Path:
     return path
 
 
-def _grade(path: Path, ids=None) -> dict:
-    result = run_checks(path, hidden=True, only=only_expression(ids) if ids else None)
+def corpus_jobs(items: list[pytest.Item]) -> list[Job]:
+    return []  # each test grades its own edit of the reference, through the session's pool
+
+
+def _grade(corpus: Corpus, path: Path, ids=None) -> dict:
+    result = corpus.grade(path.read_text(), hidden=True,
+                          only=only_expression(ids) if ids else None)
     assert result.status == "graded", result.message
     return {c.id: c for c in result.checks}
 
@@ -42,7 +49,7 @@ def _grade(path: Path, ids=None) -> dict:
 # -- 1: Python-level identities of the arguments ---------------------------------------------
 
 
-def test_is_with_a_literal_grades_as_in_the_course_and_is_named_in_an_advisory(tmp_path):
+def test_is_with_a_literal_grades_as_in_the_course_and_is_named_in_an_advisory(tmp_path, corpus):
     """The grader's cell_type is the course's interned literal; the comparison is advice."""
     path = _module(tmp_path, ('cell_type == "attn"', 'cell_type is "attn"'),
                    ('cell_type == "rnn"', 'cell_type is "rnn"'),
@@ -51,7 +58,7 @@ def test_is_with_a_literal_grades_as_in_the_course_and_is_named_in_an_advisory(t
              if 'cell_type is "' in text]
     ids = ("captioning_loss_public[rnn]", "captioning_loss_public[lstm]",
            "captioning_loss_public[attn]", "sample_hidden[attn]", "literal_comparisons_public")
-    checks = _grade(path, ids)
+    checks = _grade(corpus, path, ids)
     for cid in ids[:4]:
         assert checks[cid].status == "passed", (cid, checks[cid].message)
     advice = checks["literal_comparisons_public"]
@@ -60,8 +67,8 @@ def test_is_with_a_literal_grades_as_in_the_course_and_is_named_in_an_advisory(t
     assert "use ==" in advice.message
 
 
-def test_a_module_without_literal_comparisons_gets_no_advice(tmp_path):
-    checks = _grade(_module(tmp_path), ("literal_comparisons_public",))
+def test_a_module_without_literal_comparisons_gets_no_advice(tmp_path, corpus):
+    checks = _grade(corpus, _module(tmp_path), ("literal_comparisons_public",))
     assert checks["literal_comparisons_public"].status == "passed"
 
 
@@ -96,8 +103,8 @@ def _sample_left_as_pass(tmp_path: Path) -> Path:
     return path
 
 
-def test_an_unimplemented_sample_costs_its_own_checks_only(tmp_path):
-    checks = _grade(_sample_left_as_pass(tmp_path))
+def test_an_unimplemented_sample_costs_its_own_checks_only(tmp_path, corpus):
+    checks = _grade(corpus, _sample_left_as_pass(tmp_path))
     assert set(checks) == set(FUNCTION_CHECKS)
     lost = {cid: c for cid, c in checks.items() if c.score < c.max_score and not c.advisory}
     assert sorted(lost) == sorted(cid for cid, c in checks.items()
@@ -120,9 +127,9 @@ WRITES_NULL_FOR_END = (
 )
 
 
-def test_a_sample_that_drops_its_end_token_is_told_so(tmp_path):
+def test_a_sample_that_drops_its_end_token_is_told_so(tmp_path, corpus):
     """Every chosen word fed back, stopping at <END>, <NULL> written where <END> belongs."""
-    checks = _grade(_module(tmp_path, *WRITES_NULL_FOR_END),
+    checks = _grade(corpus, _module(tmp_path, *WRITES_NULL_FOR_END),
                     ("sample_hidden[rnn]", "sample_hidden[lstm]", "sample_hidden[attn]"))
     failed = [c for c in checks.values() if c.status == "failed"]
     assert failed, "every cell's seeds include a caption that ends early"
@@ -131,8 +138,8 @@ def test_a_sample_that_drops_its_end_token_is_told_so(tmp_path):
         assert "feed each chosen word back" not in check.message, check.message
 
 
-def test_a_sample_that_feeds_back_start_every_step_is_told_so(tmp_path):
-    checks = _grade(_module(tmp_path, ("            captions[:, t] = word\n",
+def test_a_sample_that_feeds_back_start_every_step_is_told_so(tmp_path, corpus):
+    checks = _grade(corpus, _module(tmp_path, ("            captions[:, t] = word\n",
                                        "            captions[:, t] = word\n"
                                        "            word = torch.full_like(word, self._start)\n")),
                     ("sample_hidden[rnn]",))
@@ -153,7 +160,7 @@ CUDA_BUFFER = (
 )
 
 
-def test_a_hard_coded_cuda_device_is_a_catalogued_mistake_with_its_line(tmp_path):
+def test_a_hard_coded_cuda_device_is_a_catalogued_mistake_with_its_line(tmp_path, corpus):
     import torch
 
     if torch.cuda.is_available():
@@ -161,7 +168,7 @@ def test_a_hard_coded_cuda_device_is_a_catalogued_mistake_with_its_line(tmp_path
     path = _module(tmp_path, CUDA_BUFFER)
     line = next(i for i, text in enumerate(path.read_text().splitlines(), 1)
                 if "device='cuda'" in text)
-    check = _grade(path, ("rnn_forward_public",))["rnn_forward_public"]
+    check = _grade(corpus, path, ("rnn_forward_public",))["rnn_forward_public"]
     assert check.status == "failed"
     assert f"creates a tensor on 'cuda', at line {line} in rnn_forward" in check.message, \
         check.message
@@ -173,12 +180,12 @@ def test_a_hard_coded_cuda_device_is_a_catalogued_mistake_with_its_line(tmp_path
 # -- 5: a check stopped by another student function --------------------------------------------
 
 
-def test_a_forward_that_crashes_at_n1_is_named_in_the_backward_checks(tmp_path):
+def test_a_forward_that_crashes_at_n1_is_named_in_the_backward_checks(tmp_path, corpus):
     path = _module(tmp_path, ("    prev_h = h0\n    for t in range(x.shape[1]):\n",
                               "    prev_h = h0\n    N, T, D = x.squeeze().shape\n"
                               "    for t in range(T):\n"))
     ids = ("rnn_forward_public", "rnn_backward_public", "rnn_backward_hidden[float64]")
-    checks = _grade(path, ids)
+    checks = _grade(corpus, path, ids)
     assert checks["rnn_forward_public"].status == "passed"  # N = 2 there
     backward = checks["rnn_backward_hidden[float64]"]
     assert backward.status == "failed"
@@ -187,13 +194,14 @@ def test_a_forward_that_crashes_at_n1_is_named_in_the_backward_checks(tmp_path):
     assert "ValueError" in backward.message
 
 
-def test_a_crash_inside_a_part_the_subject_calls_names_that_part(tmp_path):
+def test_a_crash_inside_a_part_the_subject_calls_names_that_part(tmp_path, corpus):
     path = _module(tmp_path)
     source = path.read_text()
     start = source.index("def dot_product_attention(")
     body = source.index("    # BEGIN SOLUTION", start)
     path.write_text(source[:body] + "    raise IndexError('student bug')\n" + source[body:])
-    check = _grade(path, ("attention_lstm_forward_public",))["attention_lstm_forward_public"]
+    cid = "attention_lstm_forward_public"
+    check = _grade(corpus, path, (cid,))[cid]
     assert "it stopped inside your dot_product_attention, which AttentionLSTM.forward calls" \
         in check.message, check.message
     assert "IndexError: student bug" in check.message

@@ -11,10 +11,6 @@ is outside the catalogue (nothing named).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +24,7 @@ from grader.harness import expected as ex
 from grader.harness.judging import within
 from grader.results import CheckResult, SubmissionResult, render, reports
 from tests import diagnosis_cases as cases
+from tests.corpus import Corpus, Job
 from tests.variants import REFERENCE, reference_source
 
 ENTRIES = catalogue.load()
@@ -265,29 +262,35 @@ def _relevant(mids: frozenset[str]) -> str | None:
                                   if e.get("target") in targets))
 
 
-def _grade(case: cases.Case) -> tuple[str, list[str], dict]:
-    from grader.harness.engine import run_checks
-
+def _job(case: cases.Case) -> Job:
     only = _relevant(case.expected) if case.kind in ("mutant", "pair") else None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "rnn_lstm_captioning.py"
-        path.write_text(case.source, encoding="utf-8")
-        result = run_checks(path, hidden=True, only=only)
-    return case.name, sorted({d["id"] for c in result.checks for d in c.diagnoses}), {
-        c.id: [d["id"] for d in c.diagnoses] for c in result.checks if c.status == "failed"}
+    return Job(case.source, hidden=True, only=only)
 
 
 SLOW_CASES = (cases.mutants() + cases.pairs() + cases.buggy()
               + [c for c in cases.variants() if not c.expected])
+_BY_ID = {f"{c.kind}:{c.name}": c for c in SLOW_CASES}
+
+
+def corpus_jobs(items: list[pytest.Item]) -> list[Job]:
+    """The cases the selected tests read (every case for the recall test)."""
+    wanted = [c for item in items if hasattr(item, "callspec")
+              for c in [item.callspec.params.get("case")] if c is not None]
+    if any(item.originalname == "test_most_student_style_mistakes_are_named" for item in items):
+        wanted += _ids("buggy")
+    return [_job(c) for c in wanted]
 
 
 @pytest.fixture(scope="module")
-def diagnosed() -> dict[str, tuple[list[str], dict]]:
-    """Every case graded once (public + hidden checks), two at a time."""
-    workers = max(1, min(2, os.cpu_count() or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        return {f"{case.kind}:{name}": (found, failed) for case, (name, found, failed)
-                in zip(SLOW_CASES, pool.map(_grade, SLOW_CASES), strict=True)}
+def diagnosed(corpus: Corpus):
+    """A case's diagnoses, graded once (public + hidden checks) in the session's corpus."""
+
+    def read(case_id: str) -> tuple[list[str], dict]:
+        result = corpus.result(_job(_BY_ID[case_id]))
+        return sorted({d["id"] for c in result.checks for d in c.diagnoses}), {
+            c.id: [d["id"] for d in c.diagnoses] for c in result.checks if c.status == "failed"}
+
+    return read
 
 
 def _ids(kind: str) -> list[cases.Case]:
@@ -297,7 +300,7 @@ def _ids(kind: str) -> list[cases.Case]:
 @pytest.mark.slow
 @pytest.mark.parametrize("case", _ids("mutant"), ids=lambda c: c.name)
 def test_each_mistake_alone_is_named_as_itself(case, diagnosed):
-    found, failed = diagnosed[f"mutant:{case.name}"]
+    found, failed = diagnosed(f"mutant:{case.name}")
     assert found == sorted(case.expected), failed
     assert any(names == [case.name] for names in failed.values()), failed
 
@@ -305,7 +308,7 @@ def test_each_mistake_alone_is_named_as_itself(case, diagnosed):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", _ids("pair"), ids=lambda c: c.name)
 def test_two_mistakes_in_different_functions_are_both_named(case, diagnosed):
-    found, failed = diagnosed[f"pair:{case.name}"]
+    found, failed = diagnosed(f"pair:{case.name}")
     assert found == sorted(case.expected), failed
 
 
@@ -313,7 +316,7 @@ def test_two_mistakes_in_different_functions_are_both_named(case, diagnosed):
 @pytest.mark.parametrize("case", _ids("buggy"), ids=lambda c: c.name)
 def test_student_style_mistakes_are_named_and_nothing_else(case, diagnosed):
     """Written by authors who never read the reference; none may be named wrongly."""
-    found, failed = diagnosed[f"buggy:{case.name}"]
+    found, failed = diagnosed(f"buggy:{case.name}")
     assert set(found) <= case.expected, f"named {found}, expected {sorted(case.expected)}"
 
 
@@ -323,7 +326,7 @@ def test_most_student_style_mistakes_are_named(diagnosed):
     with_mistakes = [c for c in _ids("buggy") if c.expected]
     assert len(with_mistakes) >= 15
     exact = [c.name for c in with_mistakes
-             if diagnosed[f"buggy:{c.name}"][0] == sorted(c.expected)]
+             if diagnosed(f"buggy:{c.name}")[0] == sorted(c.expected)]
     assert len(exact) >= RECALL_FLOOR * len(with_mistakes), exact
 
 
@@ -333,7 +336,7 @@ RECALL_FLOOR = 0.9  # 20 of 20 on 2026-11-30 (docs/misconceptions.md)
 @pytest.mark.slow
 @pytest.mark.parametrize("case", _ids("variant"), ids=lambda c: c.name)
 def test_a_mistake_outside_the_catalogue_is_not_guessed(case, diagnosed):
-    found, failed = diagnosed[f"variant:{case.name}"]
+    found, failed = diagnosed(f"variant:{case.name}")
     assert found == [], failed
 
 

@@ -15,13 +15,18 @@ from grader.harness import expected as ex
 from grader.harness.engine import run_checks
 from grader.harness.plugin import load_rubric
 from grader.protocol import ProtocolError, decode, encode
+from tests.corpus import Job, job_for
 
 from .conftest import REFERENCE, STUB
 
 
+def corpus_jobs(items: list[pytest.Item]) -> list[Job]:
+    return [job_for(REFERENCE), job_for(STUB), job_for(REFERENCE, hidden=False)]
+
+
 @pytest.fixture(scope="module")
-def reference_result():
-    return run_checks(REFERENCE, hidden=True)
+def reference_result(corpus):
+    return corpus.result(job_for(REFERENCE))
 
 
 def variant(tmp_path: Path, old: str, new: str, name: str = "submission.py") -> Path:
@@ -37,6 +42,7 @@ def by_id(result):
     return {c.id: c for c in result.checks}
 
 
+@pytest.mark.slow
 def test_reference_scores_full_marks_on_public_and_hidden_checks(reference_result):
     r = reference_result
     assert r.status == "graded"
@@ -47,6 +53,7 @@ def test_reference_scores_full_marks_on_public_and_hidden_checks(reference_resul
     assert "separate process" in r.isolation
 
 
+@pytest.mark.slow
 def test_rubric_and_catalogue_agree(reference_result):
     rubric = load_rubric(include_slow=False)
     assert set(by_id(reference_result)) == set(rubric)
@@ -56,8 +63,9 @@ def test_rubric_and_catalogue_agree(reference_result):
         assert check.visibility == rubric[check.id]["visibility"]
 
 
-def test_stub_scores_zero_and_every_check_says_not_implemented():
-    r = run_checks(STUB, hidden=True)
+@pytest.mark.slow
+def test_stub_scores_zero_and_every_check_says_not_implemented(corpus):
+    r = corpus.result(job_for(STUB))
     assert r.status == "graded" and len(r.checks) == len(load_rubric(include_slow=False))
     assert r.score == 0
     for check in r.checks:
@@ -69,8 +77,9 @@ def test_stub_scores_zero_and_every_check_says_not_implemented():
         assert "Traceback" not in check.message
 
 
-def test_public_mode_runs_only_public_checks():
-    r = run_checks(REFERENCE)
+@pytest.mark.slow
+def test_public_mode_runs_only_public_checks(corpus):
+    r = corpus.result(job_for(REFERENCE, hidden=False))
     assert r.checks and all(c.visibility == "public" for c in r.checks)
     assert r.score == r.max_score == 65
 
@@ -109,6 +118,7 @@ def test_import_failure_still_gives_a_complete_report(tmp_path):
         assert "importing your module failed" in check.message, check.message
 
 
+@pytest.mark.slow  # every check that calls rnn_forward waits out its 4 s timeout
 def test_infinite_loop_in_one_function_fails_only_its_checks(tmp_path):
     path = variant(tmp_path, "    hs, cache = [], []\n", "    while True:\n        pass\n")
     r = run_checks(path, timeout=4)

@@ -27,6 +27,8 @@ from grader.sandbox import forkserver
 from tests.conftest import REFERENCE
 from tests.test_hostile import wait_for_no_sandbox
 
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+
 ONLY = "rnn_step_forward_public"
 
 #: At import: everything a submission could leave behind for the next one.

@@ -21,6 +21,8 @@ from tests.conftest import REFERENCE, ROOT
 from tests.hostile import BY_NAME as HOSTILE
 from tests.test_hostile import any_sandboxed_pids
 
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+
 HIDDEN = ROOT / ex.HIDDEN_PATH
 MODULE = "rnn_lstm_captioning.py"
 

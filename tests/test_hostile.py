@@ -28,6 +28,8 @@ from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE, STUB
 from tests.hostile import ATTACKED, BY_NAME, CASES, HONEST, ONLY, Hostile
 
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+
 ROOT = Path(__file__).resolve().parent.parent
 BOUND = 120.0  # seconds any one case may take, start to finish
 

@@ -17,6 +17,8 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 import grader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +173,7 @@ def _broken_torchvision_env(tmp_path: Path) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_broken_torchvision_is_an_environment_error_before_any_check(tmp_path: Path) -> None:
     """Grading with that venv: no check judged, the environment's status and message.
 

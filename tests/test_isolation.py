@@ -160,6 +160,7 @@ print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in childr
 """
 
 
+@pytest.mark.slow
 @needs_namespaces
 def test_children_forked_through_libc_are_bounded_by_the_sandbox_s_own_cgroup():
     """Four children of 400 MiB each, each under the 768 MiB address-space limit: together

@@ -19,6 +19,8 @@ from grader.notebook import support as ns
 from grader.worker.lossfile_reader import load_loss_file
 from tests.conftest import REFERENCE
 
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "rnn_lstm_captioning.ipynb"
 NOTEBOOK_CHECKS = ["notebook_executes", "notebook_losses_reproduce", "notebook_writes_losses"]

@@ -19,6 +19,8 @@ from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE, STUB
 from tests.variants import Variant, by_name, write_variant
 
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+
 CALIBRATION = Path(overfit.__file__).resolve().parent.parent / "checks" / "overfit_calibration.json"
 
 

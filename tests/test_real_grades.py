@@ -12,19 +12,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
 
 from grader.harness.engine import run_checks
 from grader.harness.plugin import load_rubric
-from grader.results import SubmissionResult
+from tests.corpus import Job, job_for
 from tests.correct_variants import CORRECT, MUTATE_ARGUMENTS, Correct
 from tests.variants import only_expression, reference_source
 
 from .conftest import REFERENCE, ROOT
+
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
 
 STARTER = ROOT / "tests" / "starter" / "rnn_lstm_captioning.py"
 FUNCTION_CHECKS = load_rubric(include_slow=False)
@@ -53,23 +53,33 @@ def _full_marks(checks: dict) -> list[str]:
 # -- 1, 2, 3, 5: correct styles lose nothing -------------------------------------------------
 
 
-def _grade(path: Path, ids: tuple[str, ...]) -> dict:
-    return run_checks(path, hidden=True, only=only_expression(ids)).to_dict()
+def _correct_job(variant: Correct) -> Job:
+    return Job(variant.apply(reference_source()), hidden=True, only=only_expression(variant.checks))
 
 
-@pytest.fixture(scope="module")
-def correct_results(tmp_path_factory) -> dict[str, SubmissionResult]:
-    """Every correct variant graded once, side by side on the machine's cores."""
-    paths = [v.write(tmp_path_factory.mktemp(v.name)) for v in CORRECT]
-    workers = max(1, min(len(CORRECT), os.cpu_count() or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        done = pool.map(_grade, paths, [v.checks for v in CORRECT])
-        return {v.name: SubmissionResult.from_dict(r) for v, r in zip(CORRECT, done, strict=True)}
+def _starter_job() -> Job:
+    return job_for(STARTER)
+
+
+def _mutate_arguments_job() -> Job:
+    return Job(reference_source() + MUTATE_ARGUMENTS)
+
+
+def corpus_jobs(items: list[pytest.Item]) -> list[Job]:
+    """The correct variants and the two whole-module gradings, started at collection."""
+    names = {item.originalname for item in items}
+    jobs = [_correct_job(item.callspec.params["variant"]) for item in items
+            if hasattr(item, "callspec") and "variant" in item.callspec.params]
+    if "test_unfilled_course_starter_scores_zero" in names:
+        jobs.append(_starter_job())
+    if "test_arguments_overwritten_in_place_change_no_verdict" in names:
+        jobs.append(_mutate_arguments_job())
+    return jobs
 
 
 @pytest.mark.parametrize("variant", CORRECT, ids=lambda v: v.name)
-def test_correct_style_gets_every_point(variant: Correct, correct_results):
-    result = correct_results[variant.name]
+def test_correct_style_gets_every_point(variant: Correct, corpus):
+    result = corpus.result(_correct_job(variant))
     assert result.status == "graded", result.message
     checks = {c.id: c for c in result.checks}
     assert sorted(checks) == sorted(variant.checks)
@@ -92,9 +102,11 @@ def test_advisories_are_reported_worth_nothing_and_never_fail(tmp_path):
     assert result.score == result.max_score == 2
 
 
-def test_arguments_overwritten_in_place_change_no_verdict(tmp_path):
+def test_arguments_overwritten_in_place_change_no_verdict(corpus):
     """Every argument of every probed function is the grader's own copy (class 3)."""
-    checks = _checks(_write(tmp_path, reference_source() + MUTATE_ARGUMENTS))
+    result = corpus.result(_mutate_arguments_job())
+    assert result.status == "graded", result.message
+    checks = {c.id: c for c in result.checks}
     assert set(checks) == set(FUNCTION_CHECKS)
     assert not _full_marks(checks), "\n".join(_full_marks(checks))
     assert sum(c.score for c in checks.values()) == 100
@@ -103,9 +115,9 @@ def test_arguments_overwritten_in_place_change_no_verdict(tmp_path):
 # -- 4: the from-scratch rule --------------------------------------------------------------
 
 
-def test_unfilled_course_starter_scores_zero():
+def test_unfilled_course_starter_scores_zero(corpus):
     """The course-style starter (every TODO a `pass`) earns nothing, from_scratch included."""
-    result = run_checks(STARTER, hidden=True)
+    result = corpus.result(_starter_job())
     assert result.status == "graded", result.message
     assert result.score == 0, [(c.id, c.score) for c in result.checks if c.score]
     checks = {c.id: c for c in result.checks}

@@ -25,6 +25,8 @@ from grader.integrations import classroom, pins
 from tests import freshvenv
 from tests.conftest import REFERENCE, ROOT, STUB
 
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+
 HIDDEN = ROOT / ex.HIDDEN_PATH
 MODULE = "rnn_lstm_captioning.py"
 

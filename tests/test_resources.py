@@ -99,6 +99,7 @@ def test_an_out_of_memory_kill_is_counted_and_reported():
     assert resources.ran_out_of_memory(resources.oom_kills()) is False
 
 
+@pytest.mark.slow
 def test_cpu_starvation_is_told_from_a_loop_and_from_sleep():
     """Three busy processes on one core each wait for it about twice as long as they run."""
     busy = "import time\nt = time.time()\nwhile time.time() - t < 3: pass"

@@ -13,31 +13,22 @@ must give them all its points; advisories may speak but never fail.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
 
-from grader.harness.engine import run_checks
 from grader.harness.plugin import load_rubric
-from grader.results import SubmissionResult
+from tests.corpus import Job, job_for
+
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
 
 STUDENTS = sorted((Path(__file__).resolve().parent / "solutions" / "students").glob("s*.py"))
 
 
-def _grade(path: Path) -> dict:
-    return run_checks(path, hidden=True).to_dict()
-
-
-@pytest.fixture(scope="module")
-def graded() -> dict[str, SubmissionResult]:
-    """Every solution graded once, side by side on the machine's cores (each in its sandbox)."""
-    workers = max(1, min(len(STUDENTS), os.cpu_count() or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        results = dict(zip(STUDENTS, pool.map(_grade, STUDENTS), strict=True))
-    return {path.stem: SubmissionResult.from_dict(r) for path, r in results.items()}
+def corpus_jobs(items: list[pytest.Item]) -> list[Job]:
+    """Every selected solution, graded once (public + hidden) in the session's corpus."""
+    return [job_for(item.callspec.params["path"]) for item in items
+            if hasattr(item, "callspec") and "path" in item.callspec.params]
 
 
 def test_there_are_enough_independent_solutions():
@@ -47,8 +38,8 @@ def test_there_are_enough_independent_solutions():
 
 
 @pytest.mark.parametrize("path", STUDENTS, ids=lambda p: p.stem)
-def test_student_style_solution_gets_every_point(path: Path, graded):
-    result = graded[path.stem]
+def test_student_style_solution_gets_every_point(path: Path, corpus):
+    result = corpus.result(job_for(path))
     assert result.status == "graded", result.message
     wrong = [f"{c.id}: {c.status} {c.score}/{c.max_score}: {c.message}" for c in result.checks
              if (c.status != "passed" and not c.advisory) or c.status in ("error",)

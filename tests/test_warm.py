@@ -19,6 +19,8 @@ from tests.conftest import REFERENCE
 from tests.test_hostile import leftover_dirs, wait_for_no_sandbox
 from tests.variants import by_name, write_variant
 
+pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+
 ONLY = "rnn_step or rnn_forward"
 
 # At import: leave a file in HOME and a mark in the interpreter, for the next one to find.
