@@ -19,14 +19,17 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/capgrade demo
 
+# Lint first: CI runs `make test` (the README's command), so it lints too.
 test: venv
+	$(MAKE) lint
 	$(PY) -m pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 stub: venv
 	$(VENV)/bin/capgrade build-stub
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

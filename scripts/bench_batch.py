@@ -7,7 +7,7 @@ every 0.2 s. The overhead is measured on the stub, whose functions raise at
 once, so all that is left is the grader's own cost:
 
 - per submission in a grading process, cold (a worker started for it: Python,
-  torch, sandbox) and warm (``harness.keep_warm``: the worker was started
+  torch, sandbox) and warm (``WorkerSupply.keep_warm``: the worker was started
   while the previous submission was graded): pytest, the import, messages;
 - the whole `capgrade grade` of 20 stub copies with 1 worker, where nothing
   hides the warm-up (the next worker's start) behind student compute.
@@ -93,20 +93,22 @@ def overhead_in_process(stub: Path, repeat: int = 8) -> tuple[float, float]:
     from grader.batch.grading import DEFAULT_OPTIONS, hidden_path
     from grader.harness import client as harness
     from grader.harness.engine import run_checks
+    from grader.harness.workers import WorkerSupply
 
     only = None  # public + hidden, no slow checks
     run_checks(stub, hidden=True, only=only)  # imports, caches: not measured
     times: dict[bool, list[float]] = {False: [], True: []}
+    supply = WorkerSupply()
     for warm in (False, True):
-        harness.keep_warm(warm)
+        supply.keep_warm = warm
         if warm:
-            harness.prepare_warm(False, harness.grading_secrets(hidden_path(DEFAULT_OPTIONS)))
+            supply.prepare(False, harness.grading_secrets(hidden_path(DEFAULT_OPTIONS)))
         for _ in range(repeat):
             time.sleep(6.0 if warm else 0.5)  # the warm worker's start, not measured
             start = time.perf_counter()
-            run_checks(stub, hidden=True, only=only)
+            run_checks(stub, supply, hidden=True, only=only)
             times[warm].append(time.perf_counter() - start)
-    harness.keep_warm(False)
+    supply.close()
     return sum(times[False]) / repeat, sum(times[True]) / repeat
 
 

@@ -83,7 +83,7 @@ def main() -> None:
         def med(key: str, results: list[dict] = results) -> str:
             values = [r[key] for r in results if key in r]
             return f"{statistics.median(values):.1f}" if values else "-"
-        print(f"{str(checkout):<24} {med('wall_s'):>7} {med('harness_peak_mib'):>12} "
+        print(f"{checkout!s:<24} {med('wall_s'):>7} {med('harness_peak_mib'):>12} "
               f"{med('tree_peak_mib'):>9}  {any(r['torch_in_harness'] for r in results)}")
 
 

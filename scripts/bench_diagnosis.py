@@ -4,7 +4,9 @@ Runs the real command line on the same submissions with the code of two commits,
 alternating old and new so that both see the same machine load: ``--old`` (a
 commit before the misconception catalogue; checked out in a temporary git
 worktree, run with this venv's Python) and the working tree. Prints the median
-wall time of each, and their difference.
+wall time of each, and their difference. A SUBMISSION is a file, or the name of a
+buggy solution (tests/solutions/buggy/manifest.toml, stored as edits: written to a
+temporary folder).
 
     .venv/bin/python scripts/bench_diagnosis.py --old e45e82b --repeat 3 [SUBMISSION ...]
 """
@@ -20,8 +22,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ["reference/rnn_lstm_captioning.py", "tests/solutions/buggy/b09_gates_ifgo.py",
-           "tests/solutions/buggy/b15_g_sigmoid_loss_sum.py"]
+sys.path.insert(0, str(ROOT))
+
+from tests import buggy  # noqa: E402
+
+DEFAULT = ["reference/rnn_lstm_captioning.py", "b09_gates_ifgo", "b15_g_sigmoid_loss_sum"]
+
+
+def submission(arg: str, folder: Path) -> Path:
+    """The file to check: a buggy solution's name (or its old path) is written to folder."""
+    name = arg.removeprefix("tests/solutions/buggy/").removesuffix(".py")
+    if name in buggy.names():
+        return buggy.write(name, folder)
+    return (ROOT / arg).resolve()
 
 
 def timed(cwd: Path, submission: Path) -> float:
@@ -40,8 +53,8 @@ def main() -> None:
     parser.add_argument("--old", required=True, help="the commit to compare with")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    subs = [(ROOT / s).resolve() for s in args.submissions]
     with tempfile.TemporaryDirectory(prefix="capgrade-old-") as tmp:
+        subs = [submission(s, Path(tmp)) for s in args.submissions]
         old = Path(tmp) / "old"
         subprocess.run(["git", "worktree", "add", "--detach", str(old), args.old], cwd=ROOT,
                        check=True, capture_output=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import buggy  # noqa: E402  (the buggy solutions are stored as edits)
+
 REFERENCE = ROOT / "reference" / "rnn_lstm_captioning.py"
 
 SESSION = """
@@ -91,15 +94,17 @@ def otter(cwd: Path, sub: Path) -> dict[str, float]:
 
 
 def batch_corpus(folder: Path, count: int) -> Path:
-    sources = [REFERENCE, ROOT / "tests" / "solutions" / "alt_style_rnn_lstm_captioning.py",
-               *sorted((ROOT / "tests" / "solutions" / "students").glob("s*.py")),
-               *sorted((ROOT / "tests" / "solutions" / "buggy").glob("b*.py"))][:count]
+    files = [REFERENCE, ROOT / "tests" / "solutions" / "alt_style_rnn_lstm_captioning.py",
+             *sorted((ROOT / "tests" / "solutions" / "students").glob("s*.py"))]
+    sources = [(p.stem, p.read_text(encoding="utf-8")) for p in files]
+    sources += [(name, buggy.source(name)) for name in buggy.names()]
+    sources = sources[:count]
     if len(sources) < count:
         sys.exit(f"only {len(sources)} submissions to batch-grade")
-    for source in sources:
-        student = folder / source.stem
+    for stem, text in sources:
+        student = folder / stem
         student.mkdir(parents=True)
-        shutil.copyfile(source, student / "rnn_lstm_captioning.py")
+        (student / "rnn_lstm_captioning.py").write_text(text, encoding="utf-8")
     return folder
 
 

@@ -6,7 +6,8 @@ runs unchanged on old and new code), every submission the project knows:
 - the reference, the alternative-style solution, the independent student-style
   solutions (tests/solutions/students), the correct variants, the course-style
   starter and the generated stub;
-- every single-bug variant of tests/variants.py;
+- every single-bug variant of tests/variants.py, and the student-style buggy set
+  (tests/solutions/buggy);
 - every hostile case of tests/hostile.py (its three checks);
 - the demo class (``capgrade demo``: batch grading, its gradebook).
 
@@ -74,12 +75,24 @@ def corpus(folder: Path) -> list[tuple[str, Path, str]]:
     put("correct/mutate_arguments", reference + correct_variants.MUTATE_ARGUMENTS)
     for bug in variants.VARIANTS:
         put(f"bug/{bug.name}", bug.apply(reference))
+    for name, text in _buggy():
+        put(f"buggy/{name}", text)
     fill = {"port": "9", "secret_dir": str(ROOT / "reference"),
             "out_dir": str(folder / "hostile-out"), "marker_name": "hostile-marker"}
     for case in hostile.CASES:
         put(f"hostile/{case.name}", case.source(**fill), hostile.ONLY)
         TIMEOUTS[f"hostile/{case.name}"] = case.timeout
     return items
+
+
+def _buggy() -> list[tuple[str, str]]:
+    """The student-style buggy set: edits on their bases, or whole files in older checkouts."""
+    try:
+        from tests import buggy
+    except ImportError:
+        folder = ROOT / "tests" / "solutions" / "buggy"
+        return [(p.stem, p.read_text()) for p in sorted(folder.glob("b*.py"))]
+    return [(name, buggy.source(name)) for name in buggy.names()]
 
 
 def grade(name: str, path: Path, only: str) -> dict[str, list]:
@@ -159,7 +172,7 @@ def main() -> int:
     cmp_.add_argument("new", type=Path)
     args = parser.parse_args()
     if args.command == "record":
-        global ROOT, SKIP_OVERFIT, ONLY_OVERFIT, MATCH
+        global ROOT, SKIP_OVERFIT, ONLY_OVERFIT, MATCH  # noqa: PLW0603 CLI settings, set once
         if args.root is not None:
             ROOT = args.root.resolve()
             sys.path.insert(0, str(ROOT))

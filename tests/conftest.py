@@ -60,7 +60,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if CORPUS in session.config.stash:
-        session.config.stash[CORPUS].close()
+        session.config.stash[CORPUS].remove()
 
 
 @pytest.fixture(scope="session")

@@ -6,22 +6,21 @@ names (empty: a correct solution, or a mistake outside the catalogue). Sources:
 - ``mutants``: every catalogue entry's own mutation of the reference;
 - ``pairs``: two entries' mutations in different functions at once;
 - ``variants``: ``tests/variants.py`` (their mistake's entry, or none when outside it);
-- ``buggy``: ``tests/solutions/buggy/`` (student-style code by authors who never read
-  the reference; its manifest lists the mistakes);
+- ``buggy``: ``tests/buggy.py`` (student-style code by authors who never read the
+  reference, stored as edits on the student solutions; its manifest lists the mistakes);
 - ``correct``: the alternative-style solution and the independent student solutions.
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from grader.authoring import fingerprints
+from tests import buggy as buggy_corpus
 from tests.variants import REFERENCE, VARIANTS, reference_source
 
 TESTS = Path(__file__).resolve().parent
-BUGGY = TESTS / "solutions" / "buggy"
 
 #: The catalogue entry each variant's mistake is (None: outside the catalogue).
 VARIANT_MISCONCEPTION: dict[str, str | None] = {
@@ -113,10 +112,8 @@ def variants() -> list[Case]:
 
 
 def buggy() -> list[Case]:
-    with open(BUGGY / "manifest.toml", "rb") as f:
-        manifest = tomllib.load(f)
-    return [Case("buggy", name, (BUGGY / f"{name}.py").read_text(encoding="utf-8"),
-                 frozenset(entry["mistakes"])) for name, entry in manifest.items()]
+    return [Case("buggy", name, buggy_corpus.source(name), frozenset(entry["mistakes"]))
+            for name, entry in buggy_corpus.manifest().items()]
 
 
 def correct() -> list[Case]:

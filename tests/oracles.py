@@ -84,7 +84,7 @@ def lstm_sequence(x, h0, Wx, Wh, b):
 def softmax_attention(prev_h, A):
     """Written out: a score per grid position (i, j), exp / sum over the positions,
     the weighted sum of A's columns, and the weights laid out as weights[:, i, j]."""
-    N, H, R, C = A.shape
+    _, H, R, C = A.shape
     positions = [(i, j) for i in range(R) for j in range(C)]
     scores = [(prev_h * A[:, :, i, j]).sum(dim=1) / math.sqrt(H) for i, j in positions]
     top = scores[0]

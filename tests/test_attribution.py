@@ -146,13 +146,13 @@ def test_the_sandboxs_cpu_limit_is_the_graders_only_when_the_grader_gave_that_mu
         monkeypatch):
     FakeTree(monkeypatch, usage(1799.0, 0.0, busiest=1799.5))
     monkeypatch.setattr(resources, "oom_kills", lambda: {"vmstat": 0})
-    proc = Proc(4242)
-    watch = _Watch(proc)
+    proc, ledger = Proc(4242), [0.0]  # the worker's record of what its calls were promised
+    watch = _Watch(proc, granted=ledger)
     watch.promise(15.0)  # all the grader gave this worker: its code ran beside its calls
     failure = started(watch, 2.0).died(resources.SIGXCPU, "running rnn_forward", 1800)
     assert type(failure) is WorkerFailure and "beside them" in str(failure), failure
     FakeTree(monkeypatch, usage(1799.0, 0.0, busiest=1799.5))
-    again = _Watch(proc)  # the same worker: the grader's promises add up
+    again = _Watch(proc, granted=ledger)  # the same worker: the grader's promises add up
     again.promise(1800.0)
     limit = started(again, 2.0).died(resources.SIGXCPU, "running rnn_forward", 1800)
     assert isinstance(limit, GraderLimit) and limit.resource == "cpu", limit
@@ -450,8 +450,10 @@ def test_an_honest_slow_call_starved_by_the_machine_gets_its_cpu_time_and_passes
 
 
 def test_signal_names_in_messages():
-    assert client._signal_name(int(signal.SIGXCPU)) == "SIGXCPU"
-    assert client._death(128 + 11) == "killed by signal SIGSEGV"
+    from grader.harness import channel
+
+    assert channel.signal_name(int(signal.SIGXCPU)) == "SIGXCPU"
+    assert channel.death(128 + 11) == "killed by signal SIGSEGV"
 
 
 def test_a_tree_queued_on_an_idle_machine_is_not_starved():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -192,11 +193,9 @@ def test_killing_the_run_halfway_loses_nothing_and_the_rerun_finishes_the_rest(t
     while time.monotonic() < deadline and graded < 1:
         time.sleep(0.5)
         if db_path.exists():
-            try:
+            with contextlib.suppress(sqlite3.OperationalError):
                 graded = sqlite3.connect(db_path).execute(
                     "SELECT COUNT(*) FROM grades").fetchone()[0]
-            except sqlite3.OperationalError:
-                pass
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 1 <= graded < 4, "kill the run while it is halfway"

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from grader import protocol
+from grader.harness.channel import Channel
 from grader.harness.client import Submission
 from grader.harness.judging import CheckFailure, require_ok
 from grader.protocol import TOO_LARGE, WIRE, MessageTooLarge, Reply
@@ -73,8 +74,8 @@ def reading(feed) -> Submission:
     """A Submission whose reply pipe is fed by ``feed(connection)`` in a thread (no worker)."""
     sub = Submission(REFERENCE)
     read_fd, write_fd = os.pipe()
-    sub._replies = Connection(read_fd, writable=False)
     sub.proc, sub._stderr = _Proc(), None
+    sub._channel = Channel(None, Connection(read_fd, writable=False), sub.proc)
     sender = Connection(write_fd, readable=False)
 
     def run():
@@ -115,7 +116,7 @@ def test_an_over_long_reply_is_refused_after_its_length_prefix_and_the_worker_cl
         os.write(sender.fileno(), struct.pack("!i", 600_000_000) + b"\0" * 1000)
 
     sub = reading(claim_600_mb)
-    connection = sub._replies
+    connection = sub._channel.replies
     outcome = receive(sub)
     assert_refused(outcome, "larger than 64 MB", "the most one reply may hold")
     assert connection.closed  # CPython closes a read-only connection it refused
@@ -265,6 +266,7 @@ _WRITER = textwrap.dedent('''
 _HARNESS = textwrap.dedent('''
     import json, os, subprocess, sys
     from multiprocessing.connection import Connection
+    from grader.harness.channel import Channel
     from grader.harness.client import Submission
 
     def status(key):
@@ -284,7 +286,8 @@ _HARNESS = textwrap.dedent('''
                               pass_fds=(write_fd,))
     os.close(write_fd)
     sub = Submission(sys.argv[3])
-    sub._replies, sub.proc, sub._stderr = Connection(read_fd, writable=False), Proc(), None
+    sub.proc, sub._stderr = Proc(), None
+    sub._channel = Channel(None, Connection(read_fd, writable=False), sub.proc)
     watch = Watch()
     # ru_maxrss would carry the parent's (pytest's) peak across the exec: VmHWM, reset here.
     with open("/proc/self/clear_refs", "w") as f:

@@ -316,7 +316,7 @@ def test_two_mistakes_in_different_functions_are_both_named(case, diagnosed):
 @pytest.mark.parametrize("case", _ids("buggy"), ids=lambda c: c.name)
 def test_student_style_mistakes_are_named_and_nothing_else(case, diagnosed):
     """Written by authors who never read the reference; none may be named wrongly."""
-    found, failed = diagnosed(f"buggy:{case.name}")
+    found, _ = diagnosed(f"buggy:{case.name}")
     assert set(found) <= case.expected, f"named {found}, expected {sorted(case.expected)}"
 
 

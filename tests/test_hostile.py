@@ -57,7 +57,7 @@ def any_sandboxed_pids() -> set[int]:
     """
     from grader.sandbox import forkserver
 
-    own = forkserver._SERVER.proc.pid if forkserver.running() else None
+    own = forkserver.HOLDER.server.proc.pid if forkserver.running() else None
     marker = f"{sandbox.SANDBOX_ID_VAR}=".encode()
     found = set()
     for entry in filter(str.isdigit, os.listdir("/proc")):

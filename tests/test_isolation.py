@@ -34,6 +34,7 @@ import pytest
 
 from grader import sandbox
 from grader.harness.engine import run_checks
+from grader.sandbox import home_tmpfs
 from tests.conftest import REFERENCE
 
 ONLY = "rnn_step_forward_public"
@@ -139,7 +140,7 @@ def test_writing_past_the_caps_of_tmp_shm_and_home_fails_inside_the_sandbox(monk
         home = scratch / "home"
         assert found["given"] == "from the grader"
         assert (home / "result.txt").read_text() == "written inside"
-        assert str(home) not in sandbox._home_mounts()
+        assert str(home) not in home_tmpfs._home_mounts()
         assert written <= sum(p.stat().st_size for p in home.glob("fill-*")) <= home_cap
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -412,7 +413,7 @@ def test_nothing_of_the_graded_sandboxes_is_left_on_the_host(snooped):
         group = cgroup.path(sandbox_id)
         assert group is None or not group.exists()
     homes = {os.path.realpath(home) for i, home in sandbox.STARTED if i in ids}
-    assert len(homes) == 3 and not homes & sandbox._home_mounts()
+    assert len(homes) == 3 and not homes & home_tmpfs._home_mounts()
 
 
 #: A notebook's cells: what its home is, before and after its kernel was replaced.

@@ -48,7 +48,7 @@ def test_shape_dtype_nan_and_a_float32_value_in_float64():
     expected = np.linspace(1, 2, 6).reshape(2, 3)
     with pytest.raises(CheckFailure, match=r"wrong shape \(3, 2\), expected \(2, 3\)"):
         close(expected.reshape(3, 2), expected, "f", rtol=1e-8, atol=1e-10)
-    with pytest.raises(CheckFailure, match="dtype torch.float32, expected torch.float64"):
+    with pytest.raises(CheckFailure, match=r"dtype torch\.float32, expected torch\.float64"):
         close(expected.astype(np.float32), expected, "f", rtol=1e-8, atol=1e-10)
     bad = expected.copy()
     bad[0, 1] = np.nan

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.results import CheckResult, SubmissionResult, lms
+from grader.integrations import lms
+from grader.results import CheckResult, SubmissionResult
 from grader.results.render import total_cell
 from grader.results.store import Store
 
@@ -102,7 +103,7 @@ def test_canvas_file_has_the_import_columns_and_reuses_the_assignment_column(
         store, roster, tmp_path):
     export, table = _canvas(store, tmp_path / "out", roster)
     # Canvas's five columns, then one assignment column: the roster's own header, (id) and all.
-    assert table[0] == CANVAS_HEADER + ["RNN captioning (4242)"]
+    assert table[0] == [*CANVAS_HEADER, "RNN captioning (4242)"]
     assert export.column == "RNN captioning (4242)"
     # The Points Possible row comes second, its value the roster's (the assignment's worth is
     # Canvas's to keep), the identity cells blank.
@@ -171,8 +172,8 @@ def test_canvas_lists_unmatched_submissions_and_roster_rows_without_one(store, r
 
 
 def test_canvas_new_assignment_column_gets_capgrade_points(store, roster, tmp_path):
-    export, table = _canvas(store, tmp_path / "out", roster, assignment="Lab 3")
-    assert table[0] == CANVAS_HEADER + ["Lab 3"]
+    _, table = _canvas(store, tmp_path / "out", roster, assignment="Lab 3")
+    assert table[0] == [*CANVAS_HEADER, "Lab 3"]
     # A new assignment: Canvas takes its points from this row, capgrade's maximum.
     assert table[1][0].strip() == "Points Possible" and table[1][-1] == "10"
     assert _by_login(table)["ann"] == "7.5"
@@ -362,7 +363,7 @@ def test_grade_export_from_the_command_line(tmp_path, roster, capsys):
     assert "--export moodle: roster" in err and "Nothing exported for it" in err
     assert (out / "gradebook.csv").is_file() and not (out / "moodle-import.csv").exists()
     table = _read(out / "canvas-import.csv")
-    assert table[0] == CANVAS_HEADER + ["Lab 3"]
+    assert table[0] == [*CANVAS_HEADER, "Lab 3"]
     assert _by_login(table)["ann"] == ""  # missing files: blank, never 0
     assert "ann -> Lee, Ann" in err and "missing-files" in err
     assert "zed: no roster row has this id (missing-files" in err

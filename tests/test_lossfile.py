@@ -109,7 +109,7 @@ def test_wrong_keys(tmp_path: Path) -> None:
 def test_extra_key_rejected(tmp_path: Path) -> None:
     data = good_data(10)
     data["notes"] = [1.0]
-    with pytest.raises(LossFileError, match="unexpected key.*'notes'"):
+    with pytest.raises(LossFileError, match=r"unexpected key.*'notes'"):
         load_loss_file(save(tmp_path, data))
 
 
@@ -206,7 +206,7 @@ def test_not_a_torch_file(tmp_path: Path, blob: bytes) -> None:
 def test_plain_pickle_rejected(tmp_path: Path) -> None:
     path = tmp_path / FILENAME
     path.write_bytes(pickle.dumps(good_data(10), protocol=4))
-    with pytest.raises(LossFileError, match="not a file written by torch.save"):
+    with pytest.raises(LossFileError, match=r"not a file written by torch\.save"):
         load_loss_file(path)
 
 
@@ -470,7 +470,7 @@ def test_rules_from_mapping() -> None:
 
 
 def test_rules_from_mapping_unknown_key() -> None:
-    with pytest.raises(ValueError, match="unknown.*expected_lenght") as err:
+    with pytest.raises(ValueError, match=r"unknown.*expected_lenght") as err:
         LossFileRules.from_mapping({"expected_lenght": 2340, "tail": 2})
     assert "tail" not in str(err.value).split("(known")[0]
 
@@ -509,7 +509,7 @@ def test_harness_reads_loss_files_in_a_worker(tmp_path):
     evil = tmp_path / "evil" / FILENAME
     evil.parent.mkdir()
     evil.write_bytes(pickle.dumps({"rnn_losses": os.system}))
-    with pytest.raises(LossFileError, match="not a file written by torch.save|rejected"):
+    with pytest.raises(LossFileError, match=r"not a file written by torch\.save|rejected"):
         read_loss_file(evil, 10_000_000)
     fifo = tmp_path / "fifo" / FILENAME
     fifo.parent.mkdir()
@@ -522,24 +522,25 @@ def test_harness_reads_loss_files_in_a_worker(tmp_path):
 def test_the_same_bytes_are_parsed_once_per_grading_process(tmp_path, monkeypatch):
     """Two checks reading one hand-in start one worker; other bytes start another."""
     from grader.harness import client
+    from grader.harness.workers import WorkerSupply
 
-    monkeypatch.setattr(client, "_LOSS_FILES", {})
+    supply = WorkerSupply()  # one grading's: its parsed files are its own
     started = []
     launch = client._Worker.launch
     monkeypatch.setattr(client._Worker, "launch",
                         classmethod(lambda cls, *a: started.append(1) or launch(*a)))
     path = tmp_path / FILENAME
     torch.save(good_data(5), path)
-    first = client.read_loss_file(path, 10_000_000)
+    first = client.read_loss_file(path, 10_000_000, supply=supply)
     first["rnn_losses"].append(-1.0)  # a caller's change never reaches the next caller
-    assert client.read_loss_file(path, 10_000_000) == {
+    assert client.read_loss_file(path, 10_000_000, supply=supply) == {
         k: [float(x) for x in v] for k, v in good_data(5).items()}
     assert len(started) == 1
     torch.save(good_data(6), path)
-    assert len(client.read_loss_file(path, 10_000_000)["rnn_losses"]) == 6
+    assert len(client.read_loss_file(path, 10_000_000, supply=supply)["rnn_losses"]) == 6
     assert len(started) == 2
     path.write_bytes(b"not a torch file")
     for _ in range(2):  # the file's own fault: the same message, one parse
         with pytest.raises(LossFileError):
-            client.read_loss_file(path, 10_000_000)
+            client.read_loss_file(path, 10_000_000, supply=supply)
     assert len(started) == 3

@@ -16,8 +16,10 @@ from grader.course import lossfile
 from grader.harness.engine import run_checks
 from grader.notebook import runner as notebook_runner
 from grader.notebook import support as ns
+from grader.results import SubmissionResult
 from grader.worker.lossfile_reader import load_loss_file
 from tests.conftest import REFERENCE
+from tests.corpus import Call
 
 pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
 
@@ -97,15 +99,28 @@ def test_grading_mode_is_small_and_the_course_mode_is_the_course():
 # -- the reference, end to end --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("student")
+def reference_notebook_run(folder: Path) -> tuple[dict, float]:
+    """In the corpus's pool: the reference and the course notebook, graded in grading mode."""
     shutil.copy(REFERENCE, folder / "rnn_lstm_captioning.py")
     shutil.copy(NOTEBOOK, folder / NOTEBOOK.name)
-    out = folder / "notebook-out"
     start = time.monotonic()
-    result = run_checks(folder / "rnn_lstm_captioning.py", only="notebook", notebook_out=out)
-    return result, out, time.monotonic() - start
+    result = run_checks(folder / "rnn_lstm_captioning.py", only="notebook",
+                        notebook_out=folder / "notebook-out")
+    return result.to_dict(), time.monotonic() - start
+
+
+REFERENCE_RUN = Call("tests.test_notebook:reference_notebook_run")
+
+
+def corpus_jobs(items: list[pytest.Item]) -> list[Call]:
+    return [REFERENCE_RUN] if any("reference_run" in i.fixturenames for i in items) else []
+
+
+@pytest.fixture(scope="module")
+def reference_run(corpus):
+    result, seconds = corpus.result(REFERENCE_RUN)
+    return (SubmissionResult.from_dict(result), corpus.folder(REFERENCE_RUN) / "notebook-out",
+            seconds)
 
 
 def test_reference_notebook_runs_end_to_end_in_grading_mode(reference_run):

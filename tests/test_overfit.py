@@ -15,31 +15,35 @@ from pathlib import Path
 import pytest
 
 from grader.course import overfit
-from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE, STUB
-from tests.variants import Variant, by_name, write_variant
+from tests.corpus import Corpus, Job
+from tests.variants import Variant, by_name, reference_source
 
 pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
 
 CALIBRATION = Path(overfit.__file__).resolve().parent.parent / "checks" / "overfit_calibration.json"
 
 
-def _overfit(path, only: str = "overfit") -> dict:
-    result = run_checks(path, only=only)
+def _overfit(corpus: Corpus, job: Job) -> dict:
+    result = corpus.result(job)
     assert result.status == "graded", result.message
     return {c.id: c for c in result.checks}
 
 
-def test_reference_passes_every_overfit_check():
-    checks = _overfit(REFERENCE)
+def _job(source: str, only: str = "overfit") -> Job:
+    return Job(source, hidden=False, only=only)
+
+
+def test_reference_passes_every_overfit_check(corpus):
+    checks = _overfit(corpus, JOBS["reference"])
     assert sorted(checks) == ["overfit[attn]", "overfit[lstm]", "overfit[rnn]"]
     for check in checks.values():
         assert check.status == "passed", check.message
         assert check.score == check.max_score == 3
 
 
-def test_stub_fails_every_overfit_check():
-    checks = _overfit(STUB)
+def test_stub_fails_every_overfit_check(corpus):
+    checks = _overfit(corpus, JOBS["stub"])
     assert len(checks) == 3
     for check in checks.values():
         assert check.status == "failed" and "not implemented" in check.message
@@ -56,24 +60,44 @@ LOSS_DETACHED = Variant(
     "loss = temporal_softmax_loss(scores, captions_out, ignore_index=self.ignore_index)"
     ".detach()", ("overfit[rnn]",))
 
+JOBS = {
+    "reference": _job(REFERENCE.read_text()),
+    "stub": _job(STUB.read_text()),
+    "image_ignored": _job(IMAGE_IGNORED.apply(reference_source())),
+    "loss_default_mean": _job(by_name()["loss_default_mean"].apply(reference_source()),
+                              "overfit and rnn and not attn"),
+    "loss_detached": _job(LOSS_DETACHED.apply(reference_source()), "overfit and rnn"),
+}
 
-def test_a_model_that_ignores_the_image_fails_all_three(tmp_path):
-    checks = _overfit(write_variant(IMAGE_IGNORED, tmp_path))
+
+def corpus_jobs(items: list[pytest.Item]) -> list[Job]:
+    """The overfit gradings of the selected tests, started at collection."""
+    wanted = {"reference": "test_reference_passes_every_overfit_check",
+              "stub": "test_stub_fails_every_overfit_check",
+              "image_ignored": "test_a_model_that_ignores_the_image_fails_all_three",
+              "loss_default_mean": "test_a_loss_averaged_over_tokens_fails_at_the_first_iteration",
+              "loss_detached": "test_a_detached_loss_fails_with_the_reason",
+              "patched_probe": "test_a_patched_overfit_probe_earns_nothing"}
+    names = {item.originalname for item in items}
+    return [JOBS[key] for key, test in wanted.items() if test in names]
+
+
+def test_a_model_that_ignores_the_image_fails_all_three(corpus):
+    checks = _overfit(corpus, JOBS["image_ignored"])
     assert len(checks) == 3
     for check in checks.values():
         assert check.status == "failed", check.id
         assert "ignores the image" in check.message, check.message
 
 
-def test_a_loss_averaged_over_tokens_fails_at_the_first_iteration(tmp_path):
-    checks = _overfit(write_variant(by_name()["loss_default_mean"], tmp_path),
-                      only="overfit and rnn and not attn")
+def test_a_loss_averaged_over_tokens_fails_at_the_first_iteration(corpus):
+    checks = _overfit(corpus, JOBS["loss_default_mean"])
     (check,) = checks.values()
     assert check.status == "failed" and "summed over time" in check.message
 
 
-def test_a_detached_loss_fails_with_the_reason(tmp_path):
-    checks = _overfit(write_variant(LOSS_DETACHED, tmp_path), only="overfit and rnn")
+def test_a_detached_loss_fails_with_the_reason(corpus):
+    checks = _overfit(corpus, JOBS["loss_detached"])
     (check,) = checks.values()
     assert check.status == "failed" and "graph is cut" in check.message
 
@@ -84,7 +108,7 @@ def test_judge_rejects_malformed_histories():
     assert overfit.judge(good, setup) is None
     assert "did not produce" in overfit.judge("losses", setup)
     assert "expected 80" in overfit.judge(good[:-1], setup)
-    assert "iteration 3" in overfit.judge(good[:2] + [math.nan] + good[3:], setup)
+    assert "iteration 3" in overfit.judge([*good[:2], math.nan, *good[3:]], setup)
     assert "not below" in overfit.judge(good[:-5] + [setup.bound] * 5, setup)
 
 
@@ -200,18 +224,19 @@ def test_an_invented_loss_curve_is_not_what_the_parameters_give(ref, monkeypatch
     assert overfit.judge_verified({"loss": 0.2}, setup, 0.25) is None
 
 
-def test_a_patched_overfit_probe_earns_nothing(tmp_path):
-    """The stub, rewriting the worker's probe to report a perfect curve: 0 of 9 points."""
-    patch = ("\nimport grader.worker.probes as _probes\n\n\n"
+PATCHED_PROBE = ("\nimport grader.worker.probes as _probes\n\n\n"
              "def _fake(m, cell_type, seed, dims, learning_rate, num_epochs, batch_size, images,\n"
              "          captions, vocab, **kw):\n"
              "    n = num_epochs * (len(images) // batch_size)\n"
              "    return {'losses': [30.0 * 0.9 ** i + 0.01 for i in range(n)], 'seconds': 1.0,\n"
              "            'parameters': []}\n\n\n"
              "_probes.PROBES['overfit'] = _fake\n")
-    path = tmp_path / "rnn_lstm_captioning.py"
-    path.write_text(STUB.read_text() + patch)
-    checks = _overfit(path)
+JOBS["patched_probe"] = _job(STUB.read_text() + PATCHED_PROBE)
+
+
+def test_a_patched_overfit_probe_earns_nothing(corpus):
+    """The stub, rewriting the worker's probe to report a perfect curve: 0 of 9 points."""
+    checks = _overfit(corpus, JOBS["patched_probe"])
     assert sum(c.score for c in checks.values()) == 0
     assert all("course's model" in c.message for c in checks.values())
 

@@ -7,6 +7,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from rich.console import Console
@@ -283,7 +284,8 @@ def _assert_points_at_its_def(check_id: str, file: str, line: int) -> None:
 
     assert file.startswith("grader/checks/test_") and not Path(file).is_absolute()
     text = (PACKAGE_ROOT / file).read_text().splitlines()[line - 1]
-    assert text.startswith(f"def test_{check_id.split('[')[0]}("), (check_id, file, line, text)
+    name = check_id.split("[", maxsplit=1)[0]
+    assert text.startswith(f"def test_{name}("), (check_id, file, line, text)
 
 
 def test_every_check_location_is_its_def():
@@ -295,7 +297,7 @@ def test_every_check_location_is_its_def():
     from grader.harness.request import GradingRequest
 
     class Collect:
-        items: list = []
+        items: ClassVar[list] = []
 
         def pytest_collection_finish(self, session):
             Collect.items = list(session.items)

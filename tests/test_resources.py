@@ -24,6 +24,7 @@ from grader.protocol import ErrorInfo
 from grader.results import Status
 from grader.sandbox import resources
 from tests.conftest import REFERENCE, ROOT
+from tests.corpus import Call
 
 NO_CGROUPS = cgroups_usable()
 needs_cgroups = pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "")
@@ -104,8 +105,12 @@ def test_cpu_starvation_is_told_from_a_loop_and_from_sleep():
     """Three busy processes on one core each wait for it about twice as long as they run."""
     busy = "import time\nt = time.time()\nwhile time.time() - t < 3: pass"
     cpu = sorted(os.sched_getaffinity(0))[0]
+
+    def pin() -> None:
+        os.sched_setaffinity(0, {cpu})
+
     procs = [subprocess.Popen([sys.executable, "-c", busy],
-                              preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+                              preexec_fn=pin)  # noqa: PLW1509 no threads in this test
              for _ in range(3)]
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
     time.sleep(0.5)
@@ -132,7 +137,7 @@ def test_a_worker_killed_for_memory_is_a_regrade_never_a_failure(tmp_path):
     tight = _check(module, "rnn_step_forward_public", tmp_path / "tight.json",
                    memory=parse_memory("1200M"))["rnn_step_forward_public"]
     assert tight["status"] == "error" and tight["regrade"] == "memory", tight
-    assert "ran out of memory" in tight["message"] and "not your code" in tight["message"] \
+    assert ("ran out of memory" in tight["message"] and "not your code" in tight["message"]) \
         or "says nothing about your code" in tight["message"], tight["message"]
 
 
@@ -190,7 +195,7 @@ def test_a_limit_found_by_the_harness_wins_over_the_reply():
     with pytest.raises(GraderLimit):
         require_ok(Outcome(False, error=ErrorInfo("WorkerFailure", "x", stage="import"),
                            failure=limit), "rnn_forward")
-    status, message, failure = _failed_with(limit)
+    status, _, failure = _failed_with(limit)
     assert status is Status.ERROR and failure is limit
 
 
@@ -262,12 +267,8 @@ def test_one_torch_at_a_time_the_order_checks_run_in():
     assert {g for g, uses in order.groups if not uses} == {"submission_file"}
 
 
-@pytest.mark.slow
-@needs_cgroups
-def test_a_correct_full_submission_gets_every_point_in_a_1024_mib_container(tmp_path):
-    """The Gradescope bundle (every check, the notebook, the loss file) under 1 GiB, no
-    namespaces, a cold page cache: full marks, nothing to regrade (the instructor guide's
-    measured setting; Gradescope's default 768 MB cannot hold torch, see the README)."""
+def bundle_in_a_container(folder: Path) -> dict:
+    """In the corpus's pool: the Gradescope bundle on the reference, under 1 GiB, cold."""
     import shutil
 
     import torch
@@ -275,9 +276,9 @@ def test_a_correct_full_submission_gets_every_point_in_a_1024_mib_container(tmp_
     from grader.integrations import gradescope
     from tests.test_handin import _plausible
 
-    bundle = gradescope.build_bundle(tmp_path / "autograder.zip",
+    bundle = gradescope.build_bundle(folder / "autograder.zip",
                                      ROOT / "reference" / "expected" / "hidden.safetensors")
-    root = tmp_path / "autograder"
+    root = folder / "autograder"
     script = gradescope.unpack_for_trial(bundle, root)
     shutil.copy(REFERENCE, root / "submission" / "rnn_lstm_captioning.py")
     shutil.copy(ROOT / "notebooks" / "rnn_lstm_captioning.ipynb", root / "submission")
@@ -287,9 +288,29 @@ def test_a_correct_full_submission_gets_every_point_in_a_1024_mib_container(tmp_
     run = run_limited(["bash", str(script)], {**os.environ, "CAPGRADE_AUTOGRADER_ROOT":
                                               str(root), "CAPGRADE_PYTHON": sys.executable},
                       memory=parse_memory("1024M"), cold=True, quiet=True)
-    results = json.loads((root / "results" / "results.json").read_text())
+    return {"oom_kills": run.oom_kills, "describe": run.describe(),
+            "results": json.loads((root / "results" / "results.json").read_text())}
+
+
+CONTAINER_RUN = Call("tests.test_resources:bundle_in_a_container")
+
+
+def corpus_jobs(items: list[pytest.Item]) -> list[Call]:
+    wanted = "test_a_correct_full_submission_gets_every_point_in_a_1024_mib_container"
+    return [CONTAINER_RUN] if not NO_CGROUPS and any(
+        i.originalname == wanted for i in items) else []
+
+
+@pytest.mark.slow
+@needs_cgroups
+def test_a_correct_full_submission_gets_every_point_in_a_1024_mib_container(corpus):
+    """The Gradescope bundle (every check, the notebook, the loss file) under 1 GiB, no
+    namespaces, a cold page cache: full marks, nothing to regrade (the instructor guide's
+    measured setting; Gradescope's default 768 MB cannot hold torch, see the README)."""
+    run = corpus.result(CONTAINER_RUN)
+    results = run["results"]
     graded = [t for t in results["tests"] if "advisory" not in t["tags"]]
-    assert run.oom_kills == 0, run.describe()
+    assert run["oom_kills"] == 0, run["describe"]
     assert all(t["status"] == "passed" for t in graded), [
         (t["name"], t["output"][:200]) for t in graded if t["status"] != "passed"]
     from grader.harness.engine import catalogue

@@ -24,10 +24,10 @@ from grader.harness.judging import require_ok
 from grader.harness.outcome import Outcome
 from grader.harness.plugin import GradingPlugin
 from grader.harness.request import GradingRequest
+from grader.notebook.terminal import notebook_table
 from grader.results import SubmissionResult
 from grader.results.render import (
     build_table,
-    notebook_table,
     render_csv_row,
     render_gradescope,
     render_json,

@@ -30,10 +30,11 @@ def disguised_copy(source: str) -> str:
     tokens = []
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.NAME and tok.string in RENAMES:
-            tok = tok._replace(string=RENAMES[tok.string])
+            tokens.append(tok._replace(string=RENAMES[tok.string]))
         elif tok.type == tokenize.COMMENT:
-            tok = tok._replace(string="# my own note")
-        tokens.append(tok)
+            tokens.append(tok._replace(string="# my own note"))
+        else:
+            tokens.append(tok)
     return tokenize.untokenize(tokens)
 
 

@@ -12,18 +12,18 @@ import html
 import io
 import json
 import re
-import shutil
-import tomllib
 
 import pytest
 from rich.console import Console
 
 from grader.results import CheckResult, SubmissionResult
 from grader.results.render import render_table
+from grader.rubric import load_rubric
+from tests import buggy
 from tests.conftest import ROOT
 
 RUBRIC = ROOT / "grader" / "checks" / "rubric.toml"
-BUGGY = ROOT / "tests" / "solutions" / "buggy" / "b16_attn_by_H_h0_every_step.py"
+BUGGY = "b16_attn_by_H_h0_every_step"  # an entry of tests/solutions/buggy/manifest.toml
 #: The width rich gives a Jupyter kernel's output, and a classic terminal's.
 WIDTHS = (80, 115)
 
@@ -85,7 +85,7 @@ def b16_result() -> SubmissionResult:
                             "dimension 1 with size 7 (got h of shape (2, 7, 3), expected "
                             "(2, 8, 3))"),
     ]
-    return SubmissionResult(submission=str(BUGGY.relative_to(ROOT)), checks=checks,
+    return SubmissionResult(submission=f"tests/solutions/buggy/{BUGGY}.py", checks=checks,
                             environment=ENVIRONMENT, isolation=list(LAYERS), duration=21.0)
 
 
@@ -152,7 +152,8 @@ def test_the_isolation_footer_is_one_line_unless_asked(width):
 
 def test_weakened_layers_are_counted_and_a_secrets_warning_is_always_shown():
     result = b16_result()
-    result.isolation = LAYERS[:5] + [
+    result.isolation = [
+        *LAYERS[:5],
         "no memory cgroup of its own (no cgroup v2): each process's memory is limited alone",
         "same user as the grader (not root: no user switch)",
         "WARNING: secrets readable from the sandbox: /srv/hidden.pt"]
@@ -164,14 +165,12 @@ def test_weakened_layers_are_counted_and_a_secrets_warning_is_always_shown():
 
 
 def _rubric_ids() -> list[str]:
-    with open(RUBRIC, "rb") as f:
-        return list(tomllib.load(f)["checks"])
+    return list(load_rubric(RUBRIC))  # expanded: one id per check, in the rubric's order
 
 
 def test_the_rubric_lists_the_public_checks_in_the_notebook_s_order():
     """The reporting order is the rubric's: its public checks are course checks 1, 2, ..."""
-    with open(RUBRIC, "rb") as f:
-        checks = tomllib.load(f)["checks"]
+    checks = load_rubric(RUBRIC)
     numbers = [int(m.group(1)) for spec in checks.values()
                if (m := re.search(r"\(course check (\d+)\)", spec.get("requires", "")))]
     assert numbers == list(range(1, 17))
@@ -199,11 +198,11 @@ ONLY = ("rnn_step_forward_public or rnn_forward_public or word_embedding_public 
 
 
 @pytest.mark.slow
-def test_a_graded_buggy_submission_fits_at_80_and_115():
+def test_a_graded_buggy_submission_fits_at_80_and_115(tmp_path):
     """The engine's own result for b16 (two failing checks), rendered both ways."""
     from grader.harness.engine import run_checks
 
-    result = run_checks(BUGGY, only=ONLY)
+    result = run_checks(buggy.write(BUGGY, tmp_path), only=ONLY)
     assert {c.id: c.status for c in result.checks} == {
         "rnn_step_forward_public": "passed", "rnn_forward_public": "failed",
         "word_embedding_public": "passed", "dot_product_attention_public": "failed"}
@@ -241,7 +240,7 @@ def test_check_in_a_notebook_cell_shows_every_status_and_score(tmp_path):
     from nbclient import NotebookClient
 
     module = tmp_path / "rnn_lstm_captioning.py"
-    shutil.copy(BUGGY, module)
+    module.write_text(buggy.source(BUGGY), encoding="utf-8")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         f"import grader\nresult = grader.check({ONLY!r}, path={str(module)!r})\n"
         "import json\nprint('RESULT', json.dumps([(c.id, c.status, c.score, c.max_score) "

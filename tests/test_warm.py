@@ -15,6 +15,7 @@ from grader import sandbox
 from grader.batch.grading import DEFAULT_OPTIONS
 from grader.harness import client as harness
 from grader.harness.engine import run_checks
+from grader.harness.workers import WorkerSupply
 from tests.conftest import REFERENCE
 from tests.test_hostile import leftover_dirs, wait_for_no_sandbox
 from tests.variants import by_name, write_variant
@@ -53,9 +54,9 @@ def without_fork_server(monkeypatch):
 
 @pytest.fixture
 def warm():
-    harness.keep_warm(True)
-    yield
-    harness.keep_warm(False)
+    supply = WorkerSupply(keep_warm=True)
+    yield supply
+    supply.close()
 
 
 def harness_hidden() -> Path:
@@ -69,12 +70,12 @@ def test_a_warm_worker_gives_the_cold_verdicts(tmp_path):
     buggy = tmp_path / "rnn_lstm_captioning.py"
     mixed = "rnn_step_forward or word_embedding"  # the bug fails some of these, not all
     cold = run_checks(buggy, hidden=True, only=mixed)
-    harness.keep_warm(True)
+    supply = WorkerSupply(keep_warm=True)
     try:
-        harness.prepare_warm(False, harness.grading_secrets(harness_hidden()))
-        warm = run_checks(buggy, hidden=True, only=mixed)
+        supply.prepare(False, harness.grading_secrets(harness_hidden()))
+        warm = run_checks(buggy, supply, hidden=True, only=mixed)
     finally:
-        harness.keep_warm(False)
+        supply.close()
     assert _statuses(cold) == _statuses(warm)
     assert "failed" in _statuses(cold).values() and "passed" in _statuses(cold).values()
     assert cold.isolation == warm.isolation
@@ -87,26 +88,26 @@ def test_each_submission_gets_the_warm_worker_in_a_fresh_sandbox(tmp_path, warm)
     second.mkdir()
     (first / "rnn_lstm_captioning.py").write_text(REFERENCE.read_text() + LEAVES_TRACES)
     (second / "rnn_lstm_captioning.py").write_text(REFERENCE.read_text() + LOOKS_FOR_TRACES)
-    one = run_checks(first / "rnn_lstm_captioning.py", hidden=True, only=ONLY)
+    one = run_checks(first / "rnn_lstm_captioning.py", warm, hidden=True, only=ONLY)
     assert one.status == "graded" and all(s == "passed" for s in _statuses(one).values())
-    spare = harness._WARM
+    spare = warm.spare
     assert spare is not None and spare.alive()  # started while the first one was graded
-    two = run_checks(second / "rnn_lstm_captioning.py", hidden=True, only=ONLY)
+    two = run_checks(second / "rnn_lstm_captioning.py", warm, hidden=True, only=ONLY)
     assert two.status == "graded", two.message  # no trace of the first submission
     assert all(s == "passed" for s in _statuses(two).values())
     step = next(c for c in two.checks if c.id == "rnn_step_forward_public")
     assert f"sandbox {spare.sandbox.id}" in step.output  # it ran in the warm worker
-    assert harness._WARM is not None and harness._WARM is not spare
-    harness.discard_warm()
+    assert warm.spare is not None and warm.spare is not spare
+    warm.discard_spare()
     assert wait_for_no_sandbox(started) == []
     assert leftover_dirs(started) == []
 
 
 def test_a_dead_warm_worker_is_replaced(tmp_path, warm):
-    harness.prepare_warm(False, harness.grading_secrets(harness_hidden()))
-    spare = harness._WARM
+    warm.prepare(False, harness.grading_secrets(harness_hidden()))
+    spare = warm.spare
     assert spare is not None
     sandbox.kill_group(spare.proc.pid)
     spare.proc.wait()
-    result = run_checks(REFERENCE, hidden=True, only="rnn_step_forward_public")
+    result = run_checks(REFERENCE, warm, hidden=True, only="rnn_step_forward_public")
     assert [c.status for c in result.checks] == ["passed"]

@@ -15,11 +15,14 @@ only, and the gradings are shared by the asserts below:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from grader.harness.engine import run_checks
 from grader.harness.plugin import load_rubric
 from grader.results import SubmissionResult
+from tests.corpus import Call
 from tests.witness_corpus import BY_NAME, CASES, NOTEBOOK_CHECKS, Witness, can, trained_elsewhere
 
 pytestmark = pytest.mark.slow
@@ -29,21 +32,29 @@ WITH_HONEST = [c for c in CASES if c.honest]
 TARGETED = [c for c in CASES if c.targets]
 
 
+def grade_case(folder: Path, name: str) -> dict:
+    """In the corpus's pool: one case, graded for exactly the checks it names."""
+    case = BY_NAME[name]
+    path = case.write(folder, can(trained_elsewhere()) if case.canned else "{}")
+    return run_checks(path, only=case.only, hidden=True, slow=True,
+                      notebook=bool(case.notebook)).to_dict()
+
+
+def _call(case: Witness) -> Call:
+    return Call("tests.test_witness:grade_case", (case.name,))
+
+
+def corpus_jobs(items: list[pytest.Item]) -> list[Call]:
+    return [_call(item.callspec.params["case"]) for item in items
+            if hasattr(item, "callspec") and "case" in item.callspec.params]
+
+
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """Grade a case (once per module run) for exactly the checks it names."""
-    done: dict[str, SubmissionResult] = {}
-    canned: list[str] = []  # trained once, for the cases that bring parameters along
+def graded(corpus):
+    """A case's grading (once per session, in the corpus's pool)."""
 
     def grade(case: Witness) -> SubmissionResult:
-        if case.name not in done:
-            if case.canned and not canned:
-                canned.append(can(trained_elsewhere()))
-            folder = tmp_path_factory.mktemp(case.name)
-            path = case.write(folder, canned[0] if case.canned else "{}")
-            done[case.name] = run_checks(path, only=case.only, hidden=True, slow=True,
-                                         notebook=bool(case.notebook))
-        return done[case.name]
+        return SubmissionResult.from_dict(corpus.result(_call(case)))
 
     return grade
 

@@ -156,11 +156,12 @@ def run_demo(reference: Path, stub: Path, console: Console | None = None) -> int
     console.print(table)
 
     from grader.harness.engine import run_checks
+    from grader.harness.expected import hidden_values_path
 
     table = Table(title="capgrade check --all (public + hidden checks, sandboxed worker)")
     for column in ("submission", "score", "passed", "failed", "error", "seconds"):
         table.add_column(column)
-    hidden = Path("reference/expected/hidden.safetensors").is_file()
+    hidden = hidden_values_path().is_file()
     for label, path in (("reference", reference), ("stub", stub)):
         result = run_checks(path, hidden=hidden)
         counts = result.counts()

@@ -63,3 +63,40 @@ def write_examples(reference: Path, stub: Path, dest: Path) -> dict[str, str]:
     (dest / "hal_empty").mkdir()
     described["hal_empty"] = "an empty folder"
     return described
+
+
+def grade_class(reference: Path, stub: Path, out: Path, workers: int | None = None) -> int:
+    """``capgrade demo``: write the example class into OUT/submissions, grade it, show it.
+
+    Public and hidden checks (no slow ones); the gradebook is printed from the
+    gradebook.csv the batch wrote, each student beside what their submission is.
+    """
+    import csv
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from grader.batch.grading import grade_all
+    from grader.harness.request import GradingRequest
+
+    console = Console()
+    described = write_examples(reference, stub, out / "submissions")
+    console.print(f"grading the example class ({len(described)} submissions in "
+                  f"{out / 'submissions'}): public + hidden checks")
+    summary = grade_all(out / "submissions", out, workers=workers,
+                        options=GradingRequest(hidden=True))
+    with open(out / "gradebook.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = Table(title="gradebook", title_justify="left")
+    for name in ("student", "what it is", "status", "score", "message"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        score = f"{float(row['score']):g} / {float(row['max_score']):g}" \
+            if row["status"] == "graded" else "-"
+        table.add_row(row["student"], described.get(row["student"], ""), row["status"], score,
+                      Text(row["message"][:90]))
+    console.print(table)
+    console.print(f"{summary.seconds:.0f} s. Gradebook {out / 'gradebook.csv'}, feedback "
+                  f"{out / 'students'}, plots and summary.json in {out}")
+    return 0

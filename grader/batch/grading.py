@@ -18,6 +18,7 @@ retried again: an instructor looks at it (``--regrade STUDENT`` grades it again)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -30,6 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from grader import __version__
+from grader.batch.processes import (
+    _stop_on_terminate,
+    _subreaper,
+    descendants,
+    kill_descendants,
+)
+from grader.batch.progress import _fewer, _progress
+from grader.batch.regrade import _json, _reusable, escalate, regrade_cause  # noqa: F401
 from grader.batch.submissions import Entry, discover
 from grader.harness.request import GradingRequest
 from grader.results import RunStatus
@@ -37,10 +46,10 @@ from grader.results.store import Store
 
 STORE_NAME = "grades.sqlite"
 #: A row the grading machine could not judge: never a grade, retried by the next run.
-NEEDS_REGRADE = "needs-regrade"
+NEEDS_REGRADE = RunStatus.NEEDS_REGRADE
 #: A row that needed a regrade twice in a row for the same cause: never a grade, never
 #: retried on its own; its message holds the evidence, for an instructor.
-NEEDS_ATTENTION = "needs-attention"
+NEEDS_ATTENTION = RunStatus.NEEDS_ATTENTION
 
 
 #: What each submission of a batch gets unless told otherwise: everything.
@@ -67,12 +76,9 @@ class BatchInterrupted(KeyboardInterrupt):
 
 
 def hidden_path(options: GradingRequest) -> Path:
-    from grader.harness import expected as ex
-    from grader.sandbox import PACKAGE_ROOT
+    from grader.harness.expected import hidden_values_path
 
-    if options.hidden_expected:
-        return Path(options.hidden_expected)
-    return PACKAGE_ROOT / ex.HIDDEN_PATH
+    return hidden_values_path(options.hidden_expected)
 
 
 def grading_key(options: GradingRequest) -> str:
@@ -89,163 +95,82 @@ def grading_key(options: GradingRequest) -> str:
 def grade_entry(entry: dict[str, Any], options: dict[str, Any], out_dir: str,
                 warm: bool = False) -> dict[str, Any]:
     """Grade one submission; plain data in and out, so a pool or a Dask worker can run it."""
-    from grader.harness import client as harness
     from grader.harness.engine import grade
 
     opts = GradingRequest.from_dict(options)
     start = time.monotonic()
     # Submissions are graded side by side: each one's overfit trainings one after the other.
     os.environ.setdefault("CAPGRADE_PARALLEL_TRAININGS", "1")
-    harness.keep_warm(warm)  # on: the next submission's worker warms up beside this one
+    supply = process_workers()
+    supply.keep_warm = warm  # on: the next submission's worker warms up beside this one
+    if not warm:
+        supply.discard_spare()
     try:
         result = grade(opts.for_submission(
             Path(entry["module"]), hidden_expected=hidden_path(opts),
             loss_file=Path(entry["loss_file"]) if entry.get("loss_file") else None,
             notebook_path=Path(entry["notebook"]) if entry.get("notebook") else None,
-            notebook_out=Path(out_dir) / "students" / entry["student"] / "notebook"))
+            notebook_out=Path(out_dir) / "students" / entry["student"] / "notebook"), supply)
     except MemoryError:  # the grading machine's limit, never the student's
         return {"status": NEEDS_REGRADE, "result": None, "seconds": time.monotonic() - start,
                 "message": "the grading process ran out of memory: not a grade; run `capgrade "
                            "grade` again with fewer --workers or more memory"}
     except Exception as exc:  # the grader itself broke on this one: say so, go on
-        return {"status": "could-not-grade", "message": f"{type(exc).__name__}: {exc}"[:500],
-                "result": None, "seconds": time.monotonic() - start}
-    if RunStatus(result.status).graded and result.needs_regrade:
+        return {"status": RunStatus.COULD_NOT_GRADE,
+                "message": f"{type(exc).__name__}: {exc}"[:500], "result": None,
+                "seconds": time.monotonic() - start}
+    if result.status.graded and result.needs_regrade:
         from grader.results.render import ran_out_words
 
         status = NEEDS_REGRADE
         message = (f"the grading machine ran out of {ran_out_words(result)} on "
                    f"{', '.join(result.needs_regrade)}: not a grade; run `capgrade grade` "
                    "again with more memory or CPUs (fewer --workers) to regrade it")
-    elif RunStatus(result.status).graded:
-        status, message = "graded", result.message
+    elif result.status.graded:
+        status, message = RunStatus.GRADED, result.message
     else:
-        status, message = "could-not-grade", result.message
+        status, message = RunStatus.COULD_NOT_GRADE, result.message
     return {"status": status, "message": message, "result": result.to_dict(),
             "seconds": time.monotonic() - start}
 
 
 def _problem_status(problem: str) -> str:
-    return "missing-files" if problem.startswith("missing files") else "could-not-grade"
-
-
-def _stop_on_terminate() -> None:
-    """In a pool process: Ctrl-C is the coordinator's to handle; SIGTERM (the coordinator
-    stopping the batch) kills this process's sandboxes and fork server, then exits.
-
-    Ctrl-C reaches the terminal's whole process group; a grading process that took it as
-    its own KeyboardInterrupt would report it as the submission's result and go on
-    grading. A no-op handler (not SIG_IGN) is reset to the default in every program this
-    process starts, so the students' code still sees an ordinary SIGINT.
-    """
-    from grader import sandbox
-    from grader.harness import client as harness
-    from grader.sandbox import forkserver
-
-    def stop(signum: int, frame: Any) -> None:
-        import threading
-
-        # A cleanup stuck on a lock the interrupted code holds must not keep us alive.
-        threading.Timer(3.0, os._exit, (128 + signum,)).start()
-        for cleanup in (sandbox.kill_all_started, harness.discard_warm, forkserver.shutdown):
-            try:
-                cleanup()
-            except Exception:  # noqa: S110 - best effort: the coordinator kills what is left
-                pass
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
-    signal.signal(signal.SIGTERM, stop)
+    return RunStatus.MISSING_FILES if problem.startswith("missing files") \
+        else RunStatus.COULD_NOT_GRADE
 
 
 def warm_up(options: dict[str, Any], warm: bool) -> None:
     """Ready a grading process: the check engine loaded, and maybe a sandboxed worker warming.
 
     With ``warm`` each pool process keeps one worker started ahead
-    (``harness.keep_warm``), so a submission waits only for its own import, not
+    (``WorkerSupply.keep_warm``), so a submission waits only for its own import, not
     for Python and torch. That start runs beside the grading: it pays where a
     core is free, and costs where every core is grading already (``should_warm``).
     """
-    from grader.harness import client as harness
     from grader.harness import engine  # noqa: F401 - loads pytest and the checks' imports
+    from grader.harness.client import grading_secrets
 
     _stop_on_terminate()
     if not warm:
         return
     opts = GradingRequest.from_dict(options)
-    harness.keep_warm(True)
-    harness.prepare_warm(opts.device.startswith("cuda"), harness.grading_secrets(
-        hidden_path(opts)))
+    supply = process_workers()
+    supply.keep_warm = True
+    supply.prepare(opts.device.startswith("cuda"), grading_secrets(hidden_path(opts)))
 
 
-PR_SET_CHILD_SUBREAPER = 36
+#: This grading process's ``WorkerSupply`` (made on first use): a pool process grades many
+#: submissions with one, its spare warming beside each (``warm_up``, ``grade_entry``).
+_WORKERS: list[Any] = []
 
 
-def _subreaper(on: bool) -> None:
-    """Linux: orphans of our descendants (a fork server whose pool process was killed) are
-    re-parented to this process, not to init, so an interrupt can find and kill them."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+def process_workers() -> Any:
+    """The ``WorkerSupply`` this grading process grades its submissions with."""
+    from grader.harness.workers import WorkerSupply
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, state letter) of every process /proc shows."""
-    table = {}
-    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        table[int(name)] = (int(fields[1]), fields[0])
-    return table
-
-
-def descendants(pid: int | None = None) -> set[int]:
-    """Every live (not zombie) process below ``pid`` (default: this process), by /proc."""
-    pid = os.getpid() if pid is None else pid
-    table = _process_table()
-    found: set[int] = set()
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, _) in table.items():
-            if ppid == parent and child not in found:
-                found.add(child)
-                frontier.append(child)
-    return {p for p in found if table[p][1] != "Z"}
-
-
-def kill_descendants(grace: float = 5.0, spare: frozenset[int] = frozenset()) -> None:
-    """SIGKILL every process below this one until none is left (or ``grace`` runs out);
-    reap the ones that are our children. Orphans come back to us (``_subreaper``)."""
-    deadline = time.monotonic() + grace
-    killed: set[int] = set()
-    while time.monotonic() < deadline:
-        pids = descendants() - spare
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            except OSError:
-                pass
-        time.sleep(0.05)
-    for pid in killed:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+    if not _WORKERS:
+        _WORKERS.append(WorkerSupply())
+    return _WORKERS[0]
 
 
 class _LocalPool:
@@ -272,10 +197,8 @@ class _LocalPool:
         left below us is killed; no process the batch started outlives it."""
         procs = list((getattr(self.pool, "_processes", None) or {}).values())
         for proc in procs:
-            try:
+            with contextlib.suppress(OSError, TypeError):
                 os.kill(proc.pid, signal.SIGTERM)
-            except (OSError, TypeError):
-                pass
         deadline = time.monotonic() + 4.0
         pids = {proc.pid for proc in procs if proc.pid}
         while time.monotonic() < deadline and pids & descendants():
@@ -373,7 +296,7 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
                              f"{original['message']}", None, 0.0)
                 continue
             if not _reusable(original):  # its original could not be graded: say so
-                store.record(run_id, entry.as_dict(), key, "could-not-grade",
+                store.record(run_id, entry.as_dict(), key, RunStatus.COULD_NOT_GRADE,
                              "identical to a submission that could not be graded", None, 0.0)
                 continue
             store.record(run_id, entry.as_dict(), key, original["status"],
@@ -399,60 +322,6 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
         store.close()
     summary.seconds = round(time.monotonic() - start, 2)
     return summary
-
-
-def _reusable(row: Any) -> bool:
-    """A stored grade another identical submission may take over (never a needs-regrade)."""
-    return row is not None and row["status"] not in (NEEDS_REGRADE, NEEDS_ATTENTION)
-
-
-def regrade_cause(result: dict[str, Any] | None) -> str:
-    """What the grading machine ran out of for a needs-regrade row: "memory", "cpu+time", ...
-
-    The resources its checks name (``CheckResult.regrade``); "grading process" when
-    the whole grading failed without a result (out of memory, a pool process died).
-    """
-    found = sorted({c["regrade"] for c in (result or {}).get("checks", []) if c.get("regrade")})
-    return "+".join(found) if found else "grading process"
-
-
-def _evidence(result: dict[str, Any] | None, message: str, limit: int = 700) -> str:
-    """The harness's own words for each check it could not judge (or the row's message)."""
-    parts = []
-    for c in (result or {}).get("checks", []):
-        if c.get("regrade"):
-            text = c.get("message", "").split(". This says nothing")[0]
-            parts.append(f"{c['id']}: {text.splitlines()[0] if text else c['regrade']}")
-    text = "; ".join(parts) or message
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def escalate(previous: Any, done: dict[str, Any], student: str) -> dict[str, Any]:
-    """``done`` (a grading's outcome), as ``needs-attention`` when it is the second
-    needs-regrade in a row of the same files for the same cause (``regrade_cause``).
-
-    ``previous``: the stored row this grading replaces (same student, files and
-    grading key), or None. A different cause is a new try: still ``needs-regrade``.
-    """
-    if done["status"] != NEEDS_REGRADE or previous is None or \
-            previous["status"] not in (NEEDS_REGRADE, NEEDS_ATTENTION):
-        return done
-    cause = regrade_cause(done.get("result"))
-    if cause != regrade_cause(_json(previous["result"])):
-        return done
-    before = previous["message"] if previous["status"] == NEEDS_REGRADE else cause
-    message = (f"the grading machine could not judge this submission twice in a row, for the "
-               f"same cause ({cause}); not retried again: look at the evidence, then grade "
-               f"it on a machine with more memory or CPUs (capgrade grade ... --regrade "
-               f"{student}) or by hand. This run: {_evidence(done.get('result'), done['message'])}"
-               f" | The run before: {_evidence(_json(previous['result']), before)}")
-    return {**done, "status": NEEDS_ATTENTION, "message": message}
-
-
-def _json(text: str | None) -> dict | None:
-    import json
-
-    return json.loads(text) if text else None
 
 
 def should_warm(workers: int | None, dask: Any) -> bool:
@@ -509,70 +378,3 @@ def _run(todo: list[Entry], options: GradingRequest, out: Path, store: Store, ru
             bar.close()
         if not aborted:
             pool.close()
-
-
-def _fewer(todo: int, rows: int, kept: int, problems: int, copies: int) -> str:
-    """Why the count of submissions to grade is below the class's rows (the bar's total)."""
-    why = [f"{n} {what}" for n, what in ((kept, "unchanged since the last run"),
-                                         (problems, "without a module to grade"),
-                                         (copies, "identical to another submission"))
-           if n]
-    return f"grading {todo} of {rows} submissions ({', '.join(why)}: their rows are written " \
-           "without grading)"
-
-
-def _progress(total: int) -> Any:
-    """A bar on a terminal; one line per finished submission anywhere else (CI, nohup)."""
-    from rich.console import Console
-
-    return _Progress(total) if Console().is_terminal else _Lines(total)
-
-
-def _outcome(done: dict[str, Any]) -> str:
-    result = done.get("result") or {}
-    score = (f" {result['score']:g}/{result['max_score']:g}"
-             if "score" in result and "max_score" in result else "")
-    return f"{done['status']}{score} ({done.get('seconds', 0.0):.1f} s)"
-
-
-class _Lines:
-    """Progress for a log: ``[3/9] alice: graded 65/65 (12.3 s)``, flushed at once."""
-
-    def __init__(self, total: int):
-        self.total, self.done = total, 0
-        print(f"grading {total} submission(s)", flush=True)
-
-    def advance(self, student: str, done: dict[str, Any]) -> None:
-        self.done += 1
-        print(f"[{self.done}/{self.total}] {student}: {_outcome(done)}", flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class _Progress:
-    """A rich progress bar with the ETA and the last student graded."""
-
-    def __init__(self, total: int):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[last]}"))
-        self.task = self.progress.add_task("grading", total=total, last="")
-        self.progress.start()
-
-    def advance(self, student: str, done: dict[str, Any]) -> None:
-        from rich.markup import escape
-
-        self.progress.update(self.task, advance=1, last=escape(f"{student}: {done['status']}"))
-
-    def close(self) -> None:
-        self.progress.stop()

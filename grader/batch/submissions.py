@@ -148,7 +148,7 @@ def _modules(root: Path) -> list[Path]:
         return (p.is_file() and not p.is_symlink() and len(parts) <= SEARCH_DEPTH + 1
                 and not any(part.startswith((".", "__MACOSX")) for part in parts))
 
-    return sorted((p for p in root.rglob(MODULE_FILE) if usable(p)), key=lambda p: str(p))
+    return sorted((p for p in root.rglob(MODULE_FILE) if usable(p)), key=str)
 
 
 def _where(copy: _Copy) -> str:

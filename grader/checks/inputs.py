@@ -22,10 +22,6 @@ F32 = {"rtol": 1e-5, "atol": 1e-6}
 NUMERIC = {"rtol": 1e-5, "atol": 1e-7}
 LOSS32 = {"rtol": 1e-5, "atol": 1e-5}
 
-#: Seeds used by the check being run (recorded in the expected values' metadata).
-SEEDS: set[int] = set()
-
-
 def tol(dtype: str) -> dict[str, float]:
     return F64 if dtype == "float64" else F32
 
@@ -33,12 +29,11 @@ def tol(dtype: str) -> dict[str, float]:
 def spec(builder: str, *pick: str | int, rows: int | None = None, **args: Any) -> dict:
     """An input the worker builds (``grader.worker.values.BUILDERS``): the harness holds no
     tensors, only what to draw. ``pick`` selects within the built value, ``rows`` its first rows.
+    The seeds a check sends are recorded by the worker proxy (``Submission.seeds``).
     """
     value: dict[str, Any] = {INPUT: builder, "args": args, "pick": list(pick)}
     if rows is not None:
         value["rows"] = rows
-    if "seed" in args:
-        SEEDS.add(args["seed"])
     return value
 
 

@@ -151,7 +151,7 @@ def _not_fed_back(fed: list, captions: np.ndarray, expected: np.ndarray, until: 
 
 def _sample_feedback(captions: np.ndarray, expected: np.ndarray, fed: list) -> str:
     """What the returned captions show, at their first wrong word; never a guess."""
-    N, T = captions.shape
+    _, T = captions.shape
     if (captions[:, 0] == START).all() and not (expected[:, 0] == START).all():
         return "column 0 is <START>; return only the generated words"
     if T > 1 and np.array_equal(captions[:, 1:], expected[:, :-1]):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,7 +26,6 @@ from grader.checks.inputs import call, spec
 from grader.contract import CELL_TYPES
 from grader.course import lossfile
 from grader.course.settings import GRADING
-from grader.harness.client import read_loss_file
 from grader.harness.judging import CheckFailure
 from grader.harness.outcome import GraderLimit
 from grader.notebook import runner as notebook_runner
@@ -41,7 +41,7 @@ TRAIN_TIMEOUT = 300.0
 
 
 @pytest.fixture(scope="module")
-def notebook_run(grading, secrets, submission) -> notebook_runner.NotebookReport:
+def notebook_run(grading, secrets, submission) -> Iterator[notebook_runner.NotebookReport]:
     if submission is not None:  # one torch at a time: the kernel never runs beside a worker
         submission.close()
         submission.discard_launched()
@@ -54,7 +54,6 @@ def notebook_run(grading, secrets, submission) -> notebook_runner.NotebookReport
         out = kept or stack.enter_context(tempfile.TemporaryDirectory(prefix="capgrade-notebook-"))
         report = notebook_runner.run_notebook(notebook, module=module, out_dir=out,
                                               secrets=secrets, html=bool(kept))
-        report.kept = bool(kept)
         yield report
 
 
@@ -67,7 +66,7 @@ def _executed(report: notebook_runner.NotebookReport) -> None:
                                       f"`{cell.first_line}`: {cell.message}")
 
 
-def test_notebook_executes(notebook_run):
+def test_notebook_executes(notebook_run, grading):
     """Every code cell ran to an ``ok`` reply in grading mode."""
     _executed(notebook_run)
     if notebook_run.failures:
@@ -78,11 +77,11 @@ def test_notebook_executes(notebook_run):
                            f"cells failed in grading mode: {shown}"
                            + (f" (and {more} more)" if more > 0 else "")
                            + (f". Executed copy: {notebook_run.executed_path}"
-                              if getattr(notebook_run, "kept", False) else
+                              if grading.notebook_out else
                               ". To keep the executed copy, pass --notebook-out DIR"))
 
 
-def _produced_losses(report: notebook_runner.NotebookReport, secrets
+def _produced_losses(report: notebook_runner.NotebookReport, read_losses
                      ) -> dict[str, list[float]]:
     _executed(report)
     path = report.file(lossfile.FILENAME)
@@ -90,14 +89,14 @@ def _produced_losses(report: notebook_runner.NotebookReport, secrets
         raise CheckFailure(f"running the notebook did not write {lossfile.FILENAME} next to it "
                            "(its cell that saves the three loss histories must run)")
     try:
-        return read_loss_file(path, lossfile.DEFAULT_MAX_BYTES, secrets)
+        return read_losses(path, lossfile.DEFAULT_MAX_BYTES)
     except lossfile.LossFileError as exc:
         raise CheckFailure(str(exc)) from None
 
 
-def test_notebook_writes_losses(notebook_run, secrets):
+def test_notebook_writes_losses(notebook_run, read_losses):
     """The execution saved the three grading-mode histories, one loss per iteration."""
-    data = _produced_losses(notebook_run, secrets)
+    data = _produced_losses(notebook_run, read_losses)
     rules = lossfile.LossFileRules(expected_length=GRADING.train_iterations,
                                    final_bounds={}, min_drop=1.0)
     problems = lossfile.judge_losses(data, rules)
@@ -120,9 +119,9 @@ def grader_losses(submission, device: str = "cpu") -> dict[str, list[float]]:
     return losses
 
 
-def test_notebook_losses_reproduce(notebook_run, submission, secrets):
+def test_notebook_losses_reproduce(notebook_run, submission, read_losses):
     """The saved losses are the grader's own re-run of the same configuration."""
-    produced = _produced_losses(notebook_run, secrets)
+    produced = _produced_losses(notebook_run, read_losses)
     problems = lossfile.compare_histories(produced, grader_losses(submission), REPRODUCE_RTOL)
     if problems:
         raise CheckFailure("the losses the notebook saved are not what its training cells "

@@ -22,7 +22,7 @@ from grader.course import overfit
 from grader.harness.client import Submission
 from grader.harness.judging import CheckFailure, require_ok
 from grader.harness.outcome import GraderLimit, WorkerFailure
-from grader.sandbox import resources
+from grader.harness.workers import retire_between_phases, side_by_side
 
 #: A student's training may be much slower than the reference's few seconds.
 OVERFIT_TIMEOUT = 120.0
@@ -38,9 +38,9 @@ def _params(cell: str, device: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def side_by_side(request: pytest.FixtureRequest, submission, device):
-    """The selected trainings, all started at once in workers of their own, where the run has
-    the cores (``resources.parallel_trainings``); else nothing, and each check trains in turn.
+def started_together(request: pytest.FixtureRequest, submission, device):
+    """The selected trainings, all started at once in workers of their own, where the policy
+    says so (``workers.side_by_side``); else nothing, and each check trains in turn.
 
     Each worker is a fresh sandbox with the student's module, one thread, the same
     inputs: the same losses as one after the other, in less wall time.
@@ -48,7 +48,7 @@ def side_by_side(request: pytest.FixtureRequest, submission, device):
     cells = [item.callspec.params["cell"] for item in request.session.items
              if getattr(item, "originalname", "") == "test_overfit"]
     started: dict = {}
-    if resources.parallel_trainings() > 1 and len(cells) > 1 and not device.startswith("cuda"):
+    if side_by_side(len(cells), device):
         for cell in cells:
             worker = submission.sibling()
             started[cell] = (worker, worker.begin("overfit", **_params(cell, device)))
@@ -58,16 +58,16 @@ def side_by_side(request: pytest.FixtureRequest, submission, device):
 
 
 @pytest.mark.parametrize("cell", list(overfit.SETUPS))
-def test_overfit(submission, device, cell, side_by_side, grading, secrets, request):
+def test_overfit(submission, device, cell, started_together, grading, secrets, request):
     setup = overfit.SETUPS[cell]
     what = f"training CaptioningRNN ({cell})"
     timeout = max(OVERFIT_TIMEOUT, submission.timeout)
-    if cell in side_by_side:
-        worker, pending = side_by_side[cell]
+    if cell in started_together:
+        worker, pending = started_together[cell]
         out = require_ok(pending.outcome(timeout), what, subject_of("overfit", {}))
         submission.merge_output(worker)
     else:
-        if resources.memory_tight():
+        if retire_between_phases():
             submission.retire()  # the function checks' worker gives its memory back first
         out = call(submission, what, "overfit", timeout=timeout, **_params(cell, device))
     out = out if isinstance(out, dict) else {}
@@ -79,15 +79,15 @@ def test_overfit(submission, device, cell, side_by_side, grading, secrets, reque
     if reference is None:
         request.node.user_properties.append(("note", overfit.UNVERIFIED))
         return
-    if resources.memory_tight():
+    if retire_between_phases():
         submission.retire()  # the verifier's worker starts next: not both at once
-    verified = verify(reference, secrets, cell, out.get("parameters"))
+    verified = verify(reference, secrets, cell, out.get("parameters"), submission.supply)
     problem = overfit.judge_verified(verified, setup, overfit.final_loss(losses))
     if problem:
         raise CheckFailure(problem)
 
 
-def verify(reference, secrets, cell: str, parameters: object) -> dict:
+def verify(reference, secrets, cell: str, parameters: object, supply=None) -> dict:
     """The trained parameters' loss in the reference's model, in a worker of the grader's own.
 
     That worker imports the reference, never the submission: what it computes no
@@ -101,7 +101,8 @@ def verify(reference, secrets, cell: str, parameters: object) -> dict:
                   captions=spec("overfit_data", "captions", cell=cell),
                   batch_size=setup.batch_size, parameters=parameters, bound=setup.bound)
     try:
-        with Submission(reference, timeout=OVERFIT_TIMEOUT, secrets=secrets) as clean:
+        with Submission(reference, timeout=OVERFIT_TIMEOUT, secrets=secrets,
+                        supply=supply) as clean:
             imported = clean.start()
             if not imported.ok:
                 raise WorkerFailure(f"it could not load its reference ({imported.error.type}: "

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from grader.course import lossfile
-from grader.harness.client import read_loss_file
 from grader.harness.judging import CheckFailure
 
 
@@ -32,16 +31,16 @@ def rules() -> lossfile.LossFileRules:
     return lossfile.LossFileRules.from_mapping(table)
 
 
-def _load(path: Path, rules: lossfile.LossFileRules, secrets) -> dict[str, list[float]]:
+def _load(path: Path, rules: lossfile.LossFileRules, read_losses) -> dict[str, list[float]]:
     try:
-        return read_loss_file(path, rules.max_bytes, secrets)
+        return read_losses(path, rules.max_bytes)
     except lossfile.LossFileError as exc:
         raise CheckFailure(str(exc)) from None
 
 
-def test_submission_file_format(loss_file, rules, secrets):
+def test_submission_file_format(loss_file, rules, read_losses):
     """Readable, the three keys, lists of numbers, the right length, finite, not rising."""
-    data = _load(loss_file, rules, secrets)
+    data = _load(loss_file, rules, read_losses)
     shape_rules = lossfile.LossFileRules(
         expected_length=rules.expected_length, max_bytes=rules.max_bytes, tail=rules.tail,
         final_bounds={}, min_drop=1.0)
@@ -50,9 +49,9 @@ def test_submission_file_format(loss_file, rules, secrets):
         raise CheckFailure(f"{loss_file.name}: " + "; ".join(problems))
 
 
-def test_submission_file_losses(loss_file, rules, secrets):
+def test_submission_file_losses(loss_file, rules, read_losses):
     """The course's final-loss bounds and a curve that falls by the rubric's factor."""
-    data = _load(loss_file, rules, secrets)
+    data = _load(loss_file, rules, read_losses)
     problems = lossfile.judge_losses(data, rules)
     if problems:
         raise CheckFailure(f"{loss_file.name}: " + "; ".join(problems))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,68 +105,57 @@ def _calibrate_batch_norm(cnn: nn.Module, seed: int) -> None:
     set_batch_norm_statistics(cnn, normalise(images))
 
 
-_SEEDED_STATE: dict[str, torch.Tensor] | None = None
-_DEFAULT_STATE: tuple[str, dict[str, torch.Tensor]] | None = None
-
-
+@functools.cache
 def _default_state() -> tuple[str, dict[str, torch.Tensor]]:
     """(source, weights) of the offline encoder: the packaged file, else seeded ones."""
-    global _DEFAULT_STATE
-    if _DEFAULT_STATE is None:
-        if SYNTHETIC_WEIGHTS.is_file():
-            saved = torch.load(SYNTHETIC_WEIGHTS, map_location="cpu", weights_only=True)
-            state = {k: v.float() if v.is_floating_point() else v
-                     for k, v in saved["state_dict"].items()}
-            _DEFAULT_STATE = ("weights trained on synthetic shapes", state)
-        else:
-            _DEFAULT_STATE = ("seeded random weights", _seeded_state())
-    return _DEFAULT_STATE
+    if SYNTHETIC_WEIGHTS.is_file():
+        saved = torch.load(SYNTHETIC_WEIGHTS, map_location="cpu", weights_only=True)
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in saved["state_dict"].items()}
+        return ("weights trained on synthetic shapes", state)
+    return ("seeded random weights", _seeded_state())
 
 
+@functools.cache
 def _seeded_state() -> dict[str, torch.Tensor]:
     """The seeded, calibrated weights, made once per process (about 0.3 s)."""
-    global _SEEDED_STATE
-    if _SEEDED_STATE is None:
-        # Leave the global RNG as it was: the first model a worker builds must be
-        # initialised exactly like the later ones.
-        with torch.random.fork_rng(devices=[]):
-            cnn = torchvision.models.regnet_x_400mf(weights=None)
-            _seeded_init(cnn, ENCODER_SEED)
-            _calibrate_batch_norm(cnn, ENCODER_SEED)
-        _SEEDED_STATE = {k: v.detach().clone() for k, v in cnn.state_dict().items()}
-    return _SEEDED_STATE
+    # Leave the global RNG as it was: the first model a worker builds must be
+    # initialised exactly like the later ones.
+    with torch.random.fork_rng(devices=[]):
+        cnn = torchvision.models.regnet_x_400mf(weights=None)
+        _seeded_init(cnn, ENCODER_SEED)
+        _calibrate_batch_norm(cnn, ENCODER_SEED)
+    return {k: v.detach().clone() for k, v in cnn.state_dict().items()}
 
 
-_TEMPLATE: nn.Module | None = None
-
-
-def _template() -> nn.Module:
+@functools.cache
+def _template() -> torchvision.models.RegNet:
     """A RegNet-X 400MF holding the offline weights, built once per process and copied."""
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        with torch.random.fork_rng(devices=[]):
-            cnn = torchvision.models.regnet_x_400mf(weights=None)
-        cnn.load_state_dict(_default_state()[1])
-        _TEMPLATE = cnn
-    return _TEMPLATE
+    with torch.random.fork_rng(devices=[]):
+        cnn = torchvision.models.regnet_x_400mf(weights=None)
+    cnn.load_state_dict(_default_state()[1])
+    return cnn
 
 
-_MEMO: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+#: One memo per open ``memoised_features()`` block, the innermost last.
+_MEMOS: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
 
 
 @contextlib.contextmanager
 def memoised_features() -> Iterator[None]:
     """Within this block a frozen encoder computes each distinct batch's features once."""
-    global _MEMO
-    previous, _MEMO = _MEMO, []
+    _MEMOS.append([])
     try:
         yield
     finally:
-        _MEMO = previous
+        _MEMOS.pop()
 
 
 class ImageEncoder(nn.Module):
     """Drop-in replacement for the assignment's ImageEncoder (see module docstring)."""
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(self, pretrained: bool = True, verbose: bool = True):
         super().__init__()
@@ -201,21 +191,21 @@ class ImageEncoder(nn.Module):
             return torch.stack([t.sum() for t in tensors] + [t.abs().sum() for t in tensors])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        frozen = _MEMO is not None and not images.requires_grad \
+        frozen = bool(_MEMOS) and not images.requires_grad \
             and not any(m.training for m in self.modules()) \
             and not any(p.requires_grad for p in self.parameters())
         if not frozen:
             return self._features(images)
-        assert _MEMO is not None
+        memo = _MEMOS[-1]
         weights = self._fingerprint()
-        for key, fingerprint, features in _MEMO:
+        for key, fingerprint, features in memo:
             if (key.shape == images.shape and key.dtype == images.dtype
                     and key.device == images.device and fingerprint.device == weights.device
                     and features.dtype == self.mean.dtype and torch.equal(fingerprint, weights)
                     and torch.equal(key, images)):
                 return features.clone()
         features = self._features(images)
-        _MEMO.append((images.detach().clone(), weights, features.detach().clone()))
+        memo.append((images.detach().clone(), weights, features.detach().clone()))
         return features
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:

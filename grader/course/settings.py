@@ -21,6 +21,10 @@ LOSS_CASES = [
 CAPTIONING_VOCAB = {"<NULL>": 0, "cat": 2, "dog": 3}
 CAPTIONING_DIMS = {"input_dim": 400, "wordvec_dim": 30, "hidden_dim": 40}
 
+#: Seconds one notebook cell, and a whole notebook, may run when the grader executes it
+#: (``grader.notebook.runner``; ``capgrade run-notebook --cell-timeout/--budget``).
+CELL_TIMEOUT = 300.0
+NOTEBOOK_BUDGET = 900.0
 
 
 @dataclass(frozen=True)

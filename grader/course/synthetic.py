@@ -10,6 +10,7 @@ attention has somewhere to look. Everything is deterministic from one seed.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,7 +53,7 @@ def _sample_scene(rng: np.random.Generator) -> list[dict]:
     count = 1 + int(np.searchsorted([0.4, 0.75], rng.random(), side="right"))
     colours, sizes = list(COLOURS), list(SIZES)
     while True:
-        objects = []
+        objects: list[dict] = []
         for _ in range(count):
             size = sizes[rng.integers(len(sizes))]
             r = float(rng.uniform(*SIZES[size]))
@@ -67,7 +68,7 @@ def _sample_scene(rng: np.random.Generator) -> list[dict]:
                       for i, a in enumerate(objects) for b in objects[i + 1:])
         # Three shapes are described left to right: keep them apart horizontally.
         xs = sorted(o["x"] for o in objects)
-        order_ok = count < 3 or min(b - a for a, b in zip(xs, xs[1:], strict=False)) > 14
+        order_ok = count < 3 or min(b - a for a, b in itertools.pairwise(xs)) > 14
         pair_ok = True
         if count == 2:  # the relation must be clear: no near-diagonal pairs
             dx, dy = objects[1]["x"] - objects[0]["x"], objects[1]["y"] - objects[0]["y"]

@@ -92,7 +92,7 @@ def train_captioner(model: nn.Module, image_data: torch.Tensor, caption_data: to
     return model, losses
 
 
-class _progress_bar:  # noqa: N801 - a tiny private helper around rich
+class _progress_bar:  # lower case: a tiny private helper around rich, called like one
     """A rich progress bar showing the iteration, the latest loss and the time left."""
 
     def __init__(self, total: int, description: str):

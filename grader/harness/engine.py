@@ -5,7 +5,10 @@ The catalogue is a pytest suite (``grader/checks``) driven by a
 ``grade`` is the single entry point the CLI, the notebook helper, batch grading
 and Gradescope share, so every mode gives the same verdicts. The sandboxed
 worker is started before pytest collects the catalogue, so its start (Python,
-torch, the grader's worker modules) overlaps the harness's own.
+torch, the grader's worker modules) overlaps the harness's own
+(``grader.harness.workers.launch_ahead``). Workers come from a
+``WorkerSupply`` the caller may pass (a batch process keeps one warm); else one
+is made for the grading.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ from grader.harness import plugin as plugin_module
 from grader.harness.client import Submission, grading_secrets
 from grader.harness.plugin import GradingPlugin, check_group, check_id, load_rubric
 from grader.harness.request import GradingRequest
+from grader.harness.workers import WorkerSupply, launch_ahead
 from grader.protocol import BROKEN_ENVIRONMENT
 from grader.results import RunStatus, SubmissionResult, environment_fingerprint
 from grader.results.sanitize import MESSAGE_CAP, student_text
 
 CHECKS_DIR = Path(__file__).resolve().parent.parent / "checks"
-#: The gradings running in this process (a deadline may need what they have so far).
-_RUNNING: list[tuple[GradingPlugin, SubmissionResult, float]] = []
 
 
 #: pytest plugins the checks never use; each costs time in every run (in a notebook's
@@ -64,12 +66,15 @@ class Interrupted(KeyboardInterrupt):
         self.result = result
 
 
-def grade(request: GradingRequest) -> SubmissionResult:
+def grade(request: GradingRequest, supply: WorkerSupply | None = None,
+          progress: InProgress | None = None) -> SubmissionResult:
     """Grade one file; never raises for a broken submission (the result says why).
 
+    ``supply``: where its workers come from (None: a supply of its own). ``progress``:
+    where a deadline watchdog finds what it has judged so far (``InProgress``).
     Raises ``Interrupted`` (a KeyboardInterrupt) on Ctrl-C, the workers stopped.
     """
-    return _run(request)[0]
+    return _run(request, supply, progress)[0]
 
 
 def record(request: GradingRequest) -> tuple[SubmissionResult, dict[str, dict[str, Any]]]:
@@ -78,17 +83,20 @@ def record(request: GradingRequest) -> tuple[SubmissionResult, dict[str, dict[st
     return result, plugin.recorded
 
 
-def run_checks(submission: str | Path, **options: Any) -> SubmissionResult:
+def run_checks(submission: str | Path, supply: WorkerSupply | None = None,
+               **options: Any) -> SubmissionResult:
     """``grade`` for one file, the options as ``GradingRequest`` fields (keywords only)."""
-    return grade(GradingRequest(submission=Path(submission), **options))
+    return grade(GradingRequest(submission=Path(submission), **options), supply)
 
 
-def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
+def _run(request: GradingRequest, supply: WorkerSupply | None = None,
+         progress: InProgress | None = None) -> tuple[SubmissionResult, GradingPlugin]:
     start = time.monotonic()
     if request.submission is None:
         raise ValueError("a GradingRequest without a submission is a batch template")
     path = request.submission
-    plugin = GradingPlugin(request)
+    supply = supply if supply is not None else WorkerSupply()
+    plugin = GradingPlugin(request, supply=supply)
     result = SubmissionResult(submission=str(path), environment=environment_fingerprint())
     if not path.is_file():
         result.status, result.message = RunStatus.MISSING_FILE.value, f"no such file: {path}"
@@ -110,23 +118,23 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
                           "the checkout); students run the public checks only (omit --all)")
         return result, plugin
     # Start the worker now: it imports torch while pytest collects the catalogue.
-    plugin.submission = Submission(path, device=request.device, secrets=grading_secrets(hidden))
+    plugin.submission = Submission(path, device=request.device, secrets=grading_secrets(hidden),
+                                   supply=supply)
     if request.timeout:
         plugin.submission.timeout = request.timeout
-    launched = not (_runs_notebook(request) or request.slow)
+    launched = launch_ahead(request)
     if launched:
-        # Never beside a notebook kernel or a loss-file reader: each holds its own torch,
-        # and two do not fit in a small grading container (Gradescope's default is 768 MB).
         plugin.submission.launch()
     sink = contextlib.nullcontext() if request.verbose else \
         contextlib.redirect_stdout(io.StringIO())
-    _RUNNING.append((plugin, result, start))
+    progress = progress if progress is not None else InProgress()
+    progress.running.append((plugin, result, start))
     try:
-        with sink:
+        with sink:  # the plugin object, and its module's fixtures (registered here only)
             code = pytest.main(_pytest_args(request), plugins=[
                 plugin, plugin_module, _EnvironmentGate(plugin.submission, launched)])
     finally:
-        _RUNNING.remove((plugin, result, start))
+        progress.running.remove((plugin, result, start))
         plugin.submission.close()
         plugin.submission.discard_launched()
     result.checks = sorted((c for c in plugin.results if c.id not in plugin.evidence_only),
@@ -158,37 +166,45 @@ def _run(request: GradingRequest) -> tuple[SubmissionResult, GradingPlugin]:
     return result, plugin
 
 
-def interrupted(reason: str) -> SubmissionResult | None:
-    """What the grading in progress has judged so far; every check not yet judged is an error.
+class InProgress:
+    """The gradings running in a process, for a deadline that stops them from outside
+    (Gradescope's watchdog): pass the same object to ``grade`` and to the watchdog."""
 
-    For a deadline that stops grading from outside (Gradescope's watchdog): the
-    checks that finished keep their verdicts, the others say the grading machine
-    ran out of time, never that the code failed. None when nothing is running.
-    """
-    from grader.harness.outcome import GraderLimit
-    from grader.results import CheckResult, Status
+    def __init__(self) -> None:
+        self.running: list[tuple[GradingPlugin, SubmissionResult, float]] = []
 
-    if not _RUNNING:
-        return None
-    plugin, started, start = _RUNNING[-1]
-    done = list(plugin.results)
-    judged = {c.id for c in done}
-    message = GraderLimit("deadline", reason).student_message()
-    for cid in plugin.order:
-        if cid in judged:
-            continue
-        entry = plugin.rubric[cid]
-        done.append(CheckResult(id=cid, status=Status.ERROR.value, score=0.0,
-                                max_score=float(entry["points"]),
-                                visibility=entry.get("visibility", "public"), message=message,
-                                target=entry.get("target", ""),
-                                requires=str(entry.get("requires", "")),
-                                advisory=bool(entry.get("advisory", False)), regrade="deadline"))
-    result = replace(started, checks=sorted(done, key=lambda c: plugin.order.get(c.id, 0)))
-    if plugin.submission is not None:
-        result.isolation = list(plugin.submission.isolation)
-    result.duration = round(time.monotonic() - start, 3)
-    return result
+    def interrupted(self, reason: str) -> SubmissionResult | None:
+        """What the grading in progress has judged so far; every check not yet judged is an
+        error.
+
+        The checks that finished keep their verdicts, the others say the grading machine
+        ran out of time, never that the code failed. None when nothing is running.
+        """
+        from grader.harness.outcome import GraderLimit
+        from grader.results import CheckResult, Status
+
+        if not self.running:
+            return None
+        plugin, started, start = self.running[-1]
+        done = list(plugin.results)
+        judged = {c.id for c in done}
+        message = GraderLimit("deadline", reason).student_message()
+        for cid in plugin.order:
+            if cid in judged:
+                continue
+            entry = plugin.rubric[cid]
+            done.append(CheckResult(id=cid, status=Status.ERROR.value, score=0.0,
+                                    max_score=float(entry["points"]),
+                                    visibility=entry.get("visibility", "public"),
+                                    message=message, target=entry.get("target", ""),
+                                    requires=str(entry.get("requires", "")),
+                                    advisory=bool(entry.get("advisory", False)),
+                                    regrade="deadline"))
+        result = replace(started, checks=sorted(done, key=lambda c: plugin.order.get(c.id, 0)))
+        if plugin.submission is not None:
+            result.isolation = list(plugin.submission.isolation)
+        result.duration = round(time.monotonic() - start, 3)
+        return result
 
 
 def _nothing_selected(request: GradingRequest) -> str:
@@ -199,11 +215,6 @@ def _nothing_selected(request: GradingRequest) -> str:
     return (f"no check matches {' '.join(asked) or 'this selection'}{hint}: --only takes part "
             "of a check id as the results table shows it (e.g. --only rnn_step_forward); "
             "leave it out to run every check")
-
-
-def _runs_notebook(request: GradingRequest) -> bool:
-    """Whether the notebook checks may run (they execute the notebook in a kernel)."""
-    return request.notebook or "notebook" in request.groups or "notebook" in (request.only or "")
 
 
 class _EnvironmentGate:
@@ -254,7 +265,7 @@ def catalogue() -> list[dict]:
     request = GradingRequest(Path("unused.py"), hidden=True, slow=True, notebook=True)
     with contextlib.redirect_stdout(io.StringIO()):
         pytest.main([*_pytest_args(request), "--collect-only"],
-                     plugins=[GradingPlugin(request), plugin_module, found])
+                    plugins=[GradingPlugin(request), plugin_module, found])
     rubric = load_rubric()
     return [{"id": check_id(i), "group": check_group(i), "points": rubric[check_id(i)]["points"],
              "visibility": rubric[check_id(i)].get("visibility", "public"),

@@ -13,7 +13,6 @@ of comparing; the engine writes those values.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -27,38 +26,16 @@ from grader.harness.client import Submission
 from grader.harness.judging import CheckFailure, Same, close, equal, identical, within
 from grader.harness.outcome import GraderLimit, WorkerFailure
 from grader.harness.request import GradingRequest
+from grader.harness.workers import WorkerSupply, phase
 from grader.results import CheckResult, Status
 from grader.results.sanitize import MESSAGE_CAP, student_text
+from grader.rubric import RUBRIC_PATH, load_rubric, load_rubric_table  # noqa: F401 - re-exported
 
-RUBRIC_PATH = Path(__file__).resolve().parent.parent / "checks" / "rubric.toml"
 PLUGIN = pytest.StashKey["GradingPlugin"]()
 #: What an unscored self_reported check says first.
 SELF_REPORTED = ("self-reported, not scored: what this check reads comes from your own code "
                  "(the notebook's kernel runs it), so it is shown to you but worth no points")
 OUTPUT_CAP = 4_000
-
-
-def load_rubric(path: Path = RUBRIC_PATH, include_slow: bool = True
-                ) -> dict[str, dict[str, Any]]:
-    """The rubric's checks; without the slow / hand-in ones when ``include_slow`` is False."""
-    with open(path, "rb") as f:
-        checks = tomllib.load(f)["checks"]
-    for name, entry in checks.items():
-        if entry.get("advisory", False) and entry.get("points", 0) != 0:
-            raise ValueError(f"{path}: {name} is an advisory (worth nothing) but has "
-                             f"{entry['points']} points; set advisory = false to grade it")
-    opted_in = bool(load_rubric_table(path, "self_reported").get("score", False))
-    for entry in checks.values():
-        if entry.get("self_reported", False) and not opted_in:
-            # A claim of the student's own code: reported, never scored (see the rubric).
-            entry["unscored"], entry["points"] = True, 0
-    return {k: v for k, v in checks.items() if include_slow or not v.get("slow", False)}
-
-
-def load_rubric_table(path: Path, table: str) -> dict[str, Any]:
-    """Another table of the rubric (e.g. ``submission_file``); empty when absent."""
-    with open(path, "rb") as f:
-        return dict(tomllib.load(f).get(table, {}))
 
 
 def check_id(item: pytest.Item) -> str:
@@ -185,8 +162,11 @@ class Expect:
 class GradingPlugin:
     """Selects the checks a request asks for and collects their results."""
 
-    def __init__(self, request: GradingRequest, rubric_path: Path = RUBRIC_PATH):
+    def __init__(self, request: GradingRequest, rubric_path: Path = RUBRIC_PATH,
+                 supply: WorkerSupply | None = None):
         self.request = request
+        #: Where the grading's workers come from (the check worker's, the loss-file reader's).
+        self.supply = supply if supply is not None else WorkerSupply()
         self.rubric = load_rubric(rubric_path)
         self.rubric_path = rubric_path
         self.results: list[CheckResult] = []
@@ -256,14 +236,8 @@ class GradingPlugin:
         if drop:
             config.hook.pytest_deselected(items=drop)
         self.order = {check_id(item): index for index, item in enumerate(keep)}
-        # One torch in memory at a time (a small grading container fits only one): first
-        # the checks that call no student code (the loss file's, read in a worker of their
-        # own), then the notebook, whose kernel must not run beside a check worker, then
-        # the rest. Results keep the order above.
-        # The rules last: they are judged from the verdicts of the checks before them.
-        keep.sort(key=lambda item: 0 if "submission" not in item.fixturenames
-                  else 1 if check_group(item) == "notebook"
-                  else 3 if "verdicts" in item.fixturenames else 2)
+        # The order they run in (``workers.phase``); results keep the order above.
+        keep.sort(key=lambda item: phase(item.fixturenames, check_group(item)))
         items[:] = keep
         if self.submission is not None and not any("submission" in i.fixturenames
                                                    for i in keep):
@@ -330,15 +304,13 @@ class GradingPlugin:
         )
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        from grader.checks import inputs
-
-        inputs.SEEDS.clear()
+        if self.submission is not None:
+            self.submission.seeds.clear()
 
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        from grader.checks import inputs
-
-        if inputs.SEEDS:
-            self.recorded["seeds"][check_id(item)] = sorted(inputs.SEEDS)
+        """Record mode: the seeds of the inputs the check sent (``Submission.seeds``)."""
+        if self.submission is not None and self.submission.seeds:
+            self.recorded["seeds"][check_id(item)] = sorted(self.submission.seeds)
 
 
 # -- fixtures: what the checks receive ----------------------------------------------------
@@ -360,6 +332,16 @@ def secrets(grading: GradingRequest) -> tuple[Path, ...]:
     from grader.harness.client import grading_secrets
 
     return grading_secrets(grading.hidden_values())
+
+
+@pytest.fixture(scope="session")
+def read_losses(request: pytest.FixtureRequest, secrets: tuple[Path, ...]):
+    """``read_loss_file(path, max_bytes)`` in the grading's reader (parsed once per grading)."""
+    import functools
+
+    from grader.harness.client import read_loss_file
+
+    return functools.partial(read_loss_file, secrets=secrets, supply=_plugin(request).supply)
 
 
 @pytest.fixture(scope="session")

@@ -75,9 +75,9 @@ class GradingRequest:
 
     def hidden_values(self) -> Path:
         """Where the hidden expected values are read from (or, in record mode, written to)."""
-        from grader.harness.expected import default_hidden_path
+        from grader.harness.expected import hidden_values_path
 
-        return self.hidden_expected or default_hidden_path()
+        return hidden_values_path(self.hidden_expected)
 
     def reference_solution(self) -> Path | None:
         """The reference module that verifies trainings, or None where there is none (students).

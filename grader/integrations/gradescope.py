@@ -163,7 +163,7 @@ def _protect(source: Path, hidden: Path) -> None:
             pass
 
 
-def grade(root: Path) -> dict[str, Any]:
+def grade(root: Path, progress: Any = None) -> dict[str, Any]:
     """Grade ``root``/submission with the bundle in ``root``/source; results.json as a dict."""
     from grader.batch.submissions import find_file
     from grader.contract import LOSS_FILE, MODULE_FILE, NOTEBOOK_FILE
@@ -193,7 +193,7 @@ def grade(root: Path) -> dict[str, Any]:
         notebook=config.get("notebook", True), timeout=config.get("timeout"),
         hidden_expected=hidden, loss_file=find_file(submission, LOSS_FILE),
         notebook_path=find_file(submission, NOTEBOOK_FILE),
-        reference=reference if reference.is_file() else None))
+        reference=reference if reference.is_file() else None), progress=progress)
     if not RunStatus(result.status).graded:
         raise RuntimeError(f"{result.status}: {result.message}")
     if result.needs_regrade:  # run_autograder's stdout: instructors only
@@ -212,7 +212,7 @@ def write_results(data: dict[str, Any], path: Path) -> None:
     os.replace(partial, path)
 
 
-def _watchdog(deadline: float, results: Path, started: float) -> None:
+def _watchdog(deadline: float, results: Path, started: float, progress: Any) -> None:
     """At the deadline: keep the verdicts so far, the rest an error to regrade; then stop.
 
     Each check has its own timeout, so the whole run passes the deadline only
@@ -221,11 +221,10 @@ def _watchdog(deadline: float, results: Path, started: float) -> None:
     """
     time.sleep(deadline)
     from grader import sandbox
-    from grader.harness.engine import interrupted
     from grader.results.render import gradescope_dict, limits_note
 
     try:
-        partial = interrupted(f"grading was stopped at the autograder's {deadline:g} s "
+        partial = progress.interrupted(f"grading was stopped at the autograder's {deadline:g} s "
                               "deadline before this check ran")
         if partial is not None:
             data = gradescope_dict(partial)
@@ -250,10 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         config = json.loads((args.root / "source" / CONFIG).read_text())
     except (OSError, ValueError):
         config = {}
+    from grader.harness.engine import InProgress
+
+    progress = InProgress()  # what the watchdog reports at the deadline
     threading.Thread(target=_watchdog, daemon=True, args=(
-        float(config.get("deadline") or DEADLINE), results, started)).start()
+        float(config.get("deadline") or DEADLINE), results, started, progress)).start()
     try:
-        data = grade(args.root)
+        data = grade(args.root, progress)
     except MemoryError:
         print("capgrade: MemoryError in the grader: raise the autograder's memory")
         data = _failure("The grading machine ran out of memory, so your submission was not "

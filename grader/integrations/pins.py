@@ -50,7 +50,7 @@ def recorded_versions(expected: Path | None = None) -> dict[str, str]:
 
 def torchvision_for(torch: str) -> str:
     """The torchvision release made for ``torch`` (a plain X.Y.Z version, local suffix stripped)."""
-    torch = torch.split("+")[0]
+    torch = torch.split("+", 1)[0]
     if torch in TORCHVISION_EXCEPTIONS:
         return TORCHVISION_EXCEPTIONS[torch]
     match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", torch)

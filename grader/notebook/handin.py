@@ -100,7 +100,7 @@ def _check_module(path: Path) -> list[Problem]:
         what = f"a syntax error{f' on line {line}' if line else ''}: {getattr(exc, 'msg', exc)}"
         return [Problem(name, f"has {what}; fix it (the grader cannot import it, so every "
                               "check would fail)")]
-    if STUB_TODOS <= set(todos):
+    if set(todos) >= STUB_TODOS:
         return [Problem(name, "is still the unmodified stub: every TODO raises "
                               "NotImplementedError; fill them in before handing in")]
     if todos:
@@ -143,7 +143,7 @@ def _check_notebook(path: Path) -> list[Problem]:
 def _check_loss_file(path: Path) -> list[Problem]:
     from grader.course import lossfile
     from grader.harness.client import read_loss_file
-    from grader.harness.plugin import RUBRIC_PATH, load_rubric_table
+    from grader.rubric import RUBRIC_PATH, load_rubric_table
 
     name = LOSS_FILE
     rules = lossfile.LossFileRules.from_mapping(load_rubric_table(RUBRIC_PATH, "submission_file"))
@@ -155,7 +155,7 @@ def _check_loss_file(path: Path) -> list[Problem]:
             message = message[len(path.name):].lstrip(" :")
         where = "" if path.exists() else f" (looked for {path})"
         return [Problem(name, message + where)]
-    except Exception as exc:  # noqa: BLE001 - WorkerFailure, or no sandbox on this machine
+    except Exception as exc:  # WorkerFailure, or no sandbox on this machine
         # The grader's own trouble, not the file's: the zip must not depend on it.
         return [Problem(name, f"could not be checked here ({type(exc).__name__}: {exc}); the "
                               "grader will read it itself", error=False)]

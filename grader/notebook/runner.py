@@ -17,141 +17,38 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import nbformat
-from jupyter_core.utils import run_sync
-from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from grader import sandbox
 from grader.contract import MODULE_NAME, NOTEBOOK_FILE
-from grader.results.sanitize import LINE_CAP, MESSAGE_CAP, sanitize, student_text
+from grader.course import settings
+from grader.notebook.kernel import _CappedClient, _Kernel
+from grader.notebook.report import (
+    CellRun,
+    NotebookReport,
+    _report_markdown,
+    _safe_name,
+    clean_report,
+)
 from grader.sandbox import resources
 
 NOTEBOOK_NAME = NOTEBOOK_FILE
-CELL_TIMEOUT = 300.0
-BUDGET = 900.0
+CELL_TIMEOUT = settings.CELL_TIMEOUT
+BUDGET = settings.NOTEBOOK_BUDGET
 CELL_OUTPUT_CAP = 2_000_000  # characters of output kept per cell (a PNG counts as base64)
 TOTAL_OUTPUT_CAP = 20_000_000  # and for the whole notebook
 PRODUCED_FILE_CAP = 50_000_000  # larger files the notebook writes are not copied out
-GRADING_PARAMETERS: dict[str, Any] = {"GRADING_MODE": True}
+#: Read-only: every run copies it (``run_notebook``, the CLI) before adding to it.
+GRADING_PARAMETERS: Mapping[str, Any] = MappingProxyType({"GRADING_MODE": True})
 INTERRUPT_GRACE = 5.0  # seconds a timed-out cell's kernel gets to answer after an interrupt
-
-
-@dataclass
-class CellRun:
-    """What happened to one code cell (``index`` counts all cells, from 0)."""
-
-    index: int
-    status: str  # ok | error | timeout | kernel-died | skipped
-    message: str = ""
-    duration: float = 0.0
-    output_chars: int = 0
-    truncated: bool = False
-    first_line: str = ""
-    #: The grading machine ran out of this ("memory", "time") during the cell: not the
-    #: student's failure, the notebook must be run again on a bigger machine.
-    limit: str = ""
-
-
-@dataclass
-class NotebookReport:
-    """The outcome of one execution; ``status`` is ``executed`` or why nothing ran."""
-
-    notebook: str
-    status: str = "executed"  # executed | missing-file | invalid-notebook | kernel-failed
-    message: str = ""
-    cells: list[CellRun] = field(default_factory=list)
-    duration: float = 0.0
-    kernel_restarts: int = 0
-    parameters: dict[str, Any] = field(default_factory=dict)
-    produced: list[str] = field(default_factory=list)  # files the notebook wrote
-    out_dir: str | None = None
-    executed_path: str | None = None
-    html_path: str | None = None
-    isolation: list[str] = field(default_factory=list)
-    kernel_pids: list[int] = field(default_factory=list)  # every kernel started, all killed
-
-    @property
-    def failures(self) -> list[CellRun]:
-        return [c for c in self.cells if c.status != "ok"]
-
-    @property
-    def limits(self) -> list[CellRun]:
-        """Cells that failed because the grading machine ran out of memory or CPU time."""
-        return [c for c in self.cells if c.limit]
-
-    @property
-    def clean(self) -> bool:
-        return self.status == "executed" and not self.failures
-
-    def file(self, name: str) -> Path | None:
-        """A file the notebook produced, as copied to ``out_dir``."""
-        if self.out_dir is None or name not in self.produced:
-            return None
-        path = Path(self.out_dir) / "produced" / name
-        return path if path.is_file() else None
-
-    def summary(self) -> str:
-        if self.status != "executed":
-            return f"{self.status}: {self.message}"
-        ok = sum(c.status == "ok" for c in self.cells)
-        text = f"{ok}/{len(self.cells)} code cells ran cleanly in {self.duration:.1f} s"
-        if self.kernel_restarts:
-            text += f"; kernel replaced {self.kernel_restarts}x"
-        return text
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _CappedClient(NotebookClient):
-    """An nbclient client that keeps at most a cap of each cell's (and the run's) output."""
-
-    def __init__(self, nb: nbformat.NotebookNode, cell_cap: int, total_cap: int, **kw: Any):
-        super().__init__(nb, **kw)
-        self.cell_cap, self.total_cap = cell_cap, total_cap
-        self.total_chars = 0
-        self.chars: dict[int, int] = {}
-        self.truncated: set[int] = set()
-        self.replies: dict[int, dict] = {}
-        self.on_cell_executed = self._record_reply
-
-    def _record_reply(self, cell: Any, cell_index: int, execute_reply: dict) -> None:
-        self.replies[cell_index] = execute_reply
-
-    def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> Any:
-        size = _message_size(msg)
-        used = self.chars.get(cell_index, 0)
-        self.chars[cell_index] = used + size
-        if used + size > self.cell_cap or self.total_chars + size > self.total_cap:
-            if cell_index not in self.truncated:
-                self.truncated.add(cell_index)
-                outs.append(nbformat.v4.new_output(
-                    "stream", name="stderr",
-                    text=f"\n[capgrade: output beyond {self.cell_cap:,} characters per cell "
-                         f"(or {self.total_cap:,} per notebook) was dropped]\n"))
-            return None
-        self.total_chars += size
-        return super().output(outs, msg, display_id, cell_index)
-
-
-def _message_size(msg: dict) -> int:
-    content = msg.get("content", {})
-    if "text" in content:
-        return len(content["text"])
-    if "data" in content:
-        return sum(len(v) if isinstance(v, str) else len(json.dumps(v))
-                   for v in content["data"].values())
-    if "traceback" in content:
-        return sum(len(line) for line in content["traceback"])
-    return 0
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
@@ -183,82 +80,6 @@ def prepare(nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> nbformat.N
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     nb.cells.insert(tagged[0] + 1 if tagged else 0, injected)
     return nb
-
-
-def _kernel_spec_dir(root: Path, box: sandbox.Sandbox, conn: Path) -> Path:
-    """A kernelspec for this very interpreter, started inside ``box``'s sandbox."""
-    spec = root / "kernels" / "capgrade"
-    spec.mkdir(parents=True)
-    argv = box.command([sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                       chown=[conn])
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": argv, "display_name": "capgrade sandbox", "language": "python"}))
-    return spec.parent
-
-
-class _Kernel:
-    """Starts, replaces and finally kills the sandboxed kernel behind a client."""
-
-    def __init__(self, client: _CappedClient, box: sandbox.Sandbox, scratch: Path):
-        from jupyter_client.kernelspec import KernelSpecManager
-        from jupyter_client.manager import AsyncKernelManager
-
-        self.client, self.box, self.work = client, box, box.home
-        # The connection file and the unix sockets live where the sandbox's user may go.
-        self.conn = scratch / "conn"
-        self.conn.mkdir()
-        specs = _kernel_spec_dir(scratch, box, self.conn)
-        self.log = scratch / "kernel.log"  # the kernel's own stderr: why it died
-        self.ksm = KernelSpecManager(kernel_dirs=[str(specs)], ensure_native_kernel=False)
-        self.manager_class = AsyncKernelManager
-        self.pids: list[int] = []
-
-    def start(self) -> None:
-        c = self.client
-        c.km = self.manager_class(kernel_name="capgrade", kernel_spec_manager=self.ksm,
-                                  transport="ipc",  # unix sockets: no TCP port to reach
-                                  ip=str(self.conn / "ipc"),
-                                  connection_file=str(self.conn / "kernel.json"))
-        with open(self.log, "ab") as log:
-            c.start_new_kernel(cwd=str(self.work), stdout=log, stderr=log,
-                               env=self.box.environment(IPYTHONDIR=str(self.work / ".ipython")))
-        pid = getattr(c.km.provisioner, "pid", None)
-        if pid is not None:
-            self.pids.append(pid)
-        c.start_new_kernel_client()
-
-    def stop(self) -> None:
-        c = self.client
-        try:
-            if c.km is not None:
-                if c.kc is None:
-                    c.kc = c.km.client()  # _cleanup_kernel only releases km when kc is set
-                c._cleanup_kernel()
-        except Exception:
-            pass
-        finally:
-            c.km = c.kc = None
-            for pid in self.pids:
-                self.box.kill(pid)
-
-    def replace(self) -> None:
-        self.stop()
-        self.start()
-
-    def answers(self, within: float) -> bool:
-        """Interrupt the kernel; True if it is idle again (state kept) within ``within`` s."""
-        c = self.client
-        try:
-            run_sync(c.km.interrupt_kernel)()
-            msg_id = c.kc.kernel_info()
-            deadline = time.monotonic() + within
-            while time.monotonic() < deadline:
-                reply = run_sync(c.kc.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    return True
-        except Exception:
-            return False
-        return False
 
 
 def run_notebook(notebook: str | Path, module: str | Path | None = None,
@@ -403,14 +224,6 @@ def _collect_produced(work: Path, out: Path, report: NotebookReport) -> None:
         report.produced.append(name)
 
 
-def _safe_name(name: str) -> str:
-    """A file name the notebook chose, its unsafe characters written out, in 255 bytes."""
-    name = sanitize(name)
-    while len(name.encode()) > 255:
-        name = name[:-1]
-    return name
-
-
 def _keep_log_tail(log: Path, dest: Path, chars: int = 20_000) -> None:
     if log.is_file():
         dest.write_text(log.read_text(errors="replace")[-chars:])
@@ -430,25 +243,6 @@ def _finish(report: NotebookReport, nb: nbformat.NotebookNode | None, out: Path,
             report.html_path = _export_html(nb, out / "executed.html")
     (out / "notebook_report.json").write_text(json.dumps(report.as_dict(), indent=2))
     return report
-
-
-def clean_report(report: NotebookReport) -> NotebookReport:
-    """The notebook's own text in ``report`` (its name, cell lines, what its errors said, the
-    files it wrote) sanitised and capped in place, as every view shows it (idempotent)."""
-    report.notebook = student_text(report.notebook)
-    report.message = student_text(report.message, MESSAGE_CAP)
-    for cell in report.cells:
-        cell.first_line = student_text(cell.first_line, LINE_CAP)
-        cell.message = student_text(cell.message, MESSAGE_CAP)
-    report.produced = [_safe_name(name) for name in report.produced]
-    return report
-
-
-def _report_markdown(report: NotebookReport) -> str:
-    lines = [f"**capgrade run-notebook**: {report.summary()}.", ""]
-    for c in report.failures:
-        lines.append(f"- cell {c.index} ({c.status}): `{c.first_line}` - {c.message}")
-    return "\n".join(lines)
 
 
 def _export_html(nb: nbformat.NotebookNode, path: Path) -> str | None:

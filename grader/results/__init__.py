@@ -9,13 +9,17 @@ from __future__ import annotations
 import enum
 import platform
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 2
 
-class Status(str, enum.Enum):
-    """A check's outcome; every renderer and exit code reads these."""
+class Status(enum.StrEnum):
+    """A check's outcome; every renderer and exit code reads these.
+
+    A ``StrEnum``: a member equals, prints, formats and serialises (JSON, CSV, SQLite) as
+    its string, so every output is the string it always was.
+    """
 
     PASSED = "passed"
     FAILED = "failed"  # a wrong answer
@@ -24,8 +28,9 @@ class Status(str, enum.Enum):
     ADVISORY = "advisory"  # an advisory check found something worth saying: worth nothing
 
 
-class RunStatus(str, enum.Enum):
-    """How grading a whole submission went."""
+class RunStatus(enum.StrEnum):
+    """How grading a whole submission went; the last four are a batch row's own (its
+    ``status`` column in the store and ``gradebook.csv``, never a ``SubmissionResult``'s)."""
 
     GRADED = "graded"
     IMPORT_ERROR = "import-error"  # graded: every check says the import failed
@@ -36,6 +41,15 @@ class RunStatus(str, enum.Enum):
     #: the student's install cannot run checks (a broken torch/torchvision pair, native
     #: Windows): no check ran; the environment's problem, not the submission's (exit code 2)
     ENVIRONMENT_ERROR = "environment-error"
+    #: batch: the grading machine could not judge it (its limits): retried by the next run
+    NEEDS_REGRADE = "needs-regrade"
+    #: batch: needed a regrade twice in a row for the same cause: an instructor looks at it
+    NEEDS_ATTENTION = "needs-attention"
+    #: batch: the grader itself failed on this submission (or its identical original did)
+    COULD_NOT_GRADE = "could-not-grade"
+    #: batch: the student's folder lacks the files to grade (beside the single-file
+    #: ``missing-file`` of one grading)
+    MISSING_FILES = "missing-files"
 
     @property
     def usage_error(self) -> bool:
@@ -56,7 +70,7 @@ VISIBILITIES = ("public", "hidden", "after_due_date")
 @dataclass
 class CheckResult:
     id: str
-    status: str
+    status: Status
     score: float
     max_score: float
     visibility: str = "public"
@@ -88,6 +102,11 @@ class CheckResult:
     #: points are given (e.g. code that reaches around the grader); "" when none.
     review: str = ""
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "status" and value in STATUSES:  # an unknown one: __post_init__ says so
+            value = Status(value)
+        object.__setattr__(self, name, value)
+
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
@@ -96,7 +115,7 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        return self.status == "passed"
+        return self.status is Status.PASSED
 
     @property
     def feedback(self) -> str:
@@ -107,7 +126,7 @@ class CheckResult:
     @property
     def counts_against(self) -> bool:
         """Whether this outcome is a failure of the submission (advisories never are)."""
-        return self.status in ("failed", "error") and not self.advisory
+        return self.status in (Status.FAILED, Status.ERROR) and not self.advisory
 
 
 @dataclass
@@ -115,13 +134,18 @@ class SubmissionResult:
     submission: str
     checks: list[CheckResult] = field(default_factory=list)
     #: "graded", or why grading could not happen ("import-error", "missing-file", ...).
-    status: str = "graded"
+    status: RunStatus = RunStatus.GRADED
     message: str = ""
     environment: dict[str, Any] = field(default_factory=dict)
     #: Isolation layers actually applied to the worker on this host.
     isolation: list[str] = field(default_factory=list)
     duration: float = 0.0
     schema_version: int = SCHEMA_VERSION
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "status":  # the engine sets it after construction too: always the enum
+            value = RunStatus(value)
+        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:  # a notebook cell ending in check(...) shows this under the table
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items() if n)
@@ -134,11 +158,12 @@ class SubmissionResult:
 
     @property
     def max_score(self) -> float:
-        return round(sum(c.max_score for c in self.checks if c.status != "skipped"), 6)
+        return round(sum(c.max_score for c in self.checks if c.status is not Status.SKIPPED),
+                     6)
 
     @property
     def all_passed(self) -> bool:
-        ran = [c for c in self.checks if c.status != "skipped"]
+        ran = [c for c in self.checks if c.status is not Status.SKIPPED]
         return bool(ran) and not any(c.counts_against for c in ran)
 
     @property
@@ -156,11 +181,9 @@ class SubmissionResult:
 
     def visible_to_student(self) -> SubmissionResult:
         """The same result with hidden checks' messages reduced to pass/fail."""
-        checks = []
-        for c in self.checks:
-            if c.visibility != "public":
-                c = CheckResult(**{**asdict(c), "message": _hidden_message(c), "output": ""})
-            checks.append(c)
+        checks = [c if c.visibility == "public" else
+                  CheckResult(**{**asdict(c), "message": _hidden_message(c), "output": ""})
+                  for c in self.checks]
         return SubmissionResult(**{**asdict(self), "checks": checks})
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,10 +194,15 @@ class SubmissionResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubmissionResult:
-        data = {k: v for k, v in data.items()
-                if k not in {"score", "max_score", "counts", "review"}}
-        data["checks"] = [CheckResult(**c) for c in data.get("checks", [])]
+        """The result ``to_dict`` wrote (or a stored one): derived totals and any key that is
+        not a field of the schema (a flag a tool added beside it) are left out."""
+        data = {k: v for k, v in data.items() if k in _FIELDS[cls]}
+        data["checks"] = [CheckResult(**{k: v for k, v in c.items() if k in _FIELDS[CheckResult]})
+                          for c in data.get("checks", [])]
         return cls(**data)
+
+
+_FIELDS = {cls: {f.name for f in fields(cls)} for cls in (CheckResult, SubmissionResult)}
 
 
 def _hidden_message(check: CheckResult) -> str:

@@ -12,26 +12,22 @@ depend on it, and the stored formats (JSON, Gradescope, JUnit, CSV) keep the run
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-RUBRIC = Path(__file__).resolve().parent.parent / "checks" / "rubric.toml"
+from grader.rubric import RUBRIC_PATH as RUBRIC
+from grader.rubric import check_rank
 
 T = TypeVar("T")
 
 
 @lru_cache(maxsize=4)
 def rubric_rank(rubric: Path = RUBRIC) -> dict[str, int]:
-    """Check id -> its position in the rubric's ``[checks]`` table; {} when it cannot be read."""
-    try:
-        with open(rubric, "rb") as f:
-            checks = tomllib.load(f).get("checks", {})
-    except (OSError, ValueError):  # a broken rubric fails grading elsewhere, not the table
-        return {}
-    return {check_id: i for i, check_id in enumerate(checks)}
+    """Check id -> its position in the rubric's ``[checks]`` (expanded, ``grader.rubric``);
+    {} when it cannot be read (a broken rubric fails grading elsewhere, not the table)."""
+    return check_rank(rubric)
 
 
 def notebook_order(checks: Iterable[T], rubric: Path = RUBRIC) -> list[T]:

@@ -7,7 +7,7 @@
 check and the time per submission. Rerunning the export rewrites them all
 from the store, so they never disagree with it. The LMS import files
 (``capgrade grade --export``: one total per student) come from the same store
-through ``grader.results.lms``.
+through ``grader.integrations.lms``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from grader.results import SubmissionResult
-from grader.results.render import gradebook_cell
+from grader.results import RunStatus, Status, SubmissionResult
+from grader.results.render import render_csv_row
 from grader.results.store import Store
 
 ROW_FIELDS = ["student", "status", "score", "max_score", "message", "content_hash", "seconds",
@@ -48,6 +48,8 @@ def review_reasons(result: dict | None) -> list[str]:
 def export(store: Store, out: Path) -> dict[str, Path]:
     rows = store.latest()
     results = {r["student"]: json.loads(r["result"]) if r["result"] else None for r in rows}
+    #: The schema's view of each stored result: the gradebook's cells are its renderer's.
+    parsed = {s: SubmissionResult.from_dict(res) if res else None for s, res in results.items()}
     check_ids: list[str] = []
     for result in results.values():
         for c in (result or {}).get("checks", []):
@@ -55,16 +57,18 @@ def export(store: Store, out: Path) -> dict[str, Path]:
                 check_ids.append(c["id"])
     paths = {"gradebook": out / "gradebook.csv", "summary": out / "summary.json"}
     with open(paths["gradebook"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS + [REVIEW_FIELD, COPIES_FIELD]
-                                + check_ids)
+        writer = csv.DictWriter(f, fieldnames=[*ROW_FIELDS, REVIEW_FIELD, COPIES_FIELD,
+                                                *check_ids])
         writer.writeheader()
         for r in rows:
             row = {k: r[k] for k in ROW_FIELDS}
             row["seconds"] = round(r["seconds"], 2)
-            row[REVIEW_FIELD] = "; ".join(review_reasons(results[r["student"]]))
+            result = parsed[r["student"]]
+            row[REVIEW_FIELD] = "; ".join(result.review) if result else ""
             row[COPIES_FIELD] = discovery_note(r)
-            for c in (results[r["student"]] or {}).get("checks", []):
-                row[c["id"]] = gradebook_cell(c["status"], c["score"], c.get("advisory", False))
+            if result is not None:
+                cells = render_csv_row(result)
+                row.update({c.id: cells[c.id] for c in result.checks})
             writer.writerow(row)
     for r in rows:
         folder = out / "students" / r["student"]
@@ -97,7 +101,7 @@ def _misconception_counts(rows: list, results: dict[str, Any]) -> dict[str, Any]
     from grader.diagnosis.catalogue import load
 
     catalogue = load()
-    graded = [r["student"] for r in rows if r["status"] == "graded"]
+    graded = [r["student"] for r in rows if r["status"] == RunStatus.GRADED]
     counts: dict[str, int] = {}
     for student in graded:
         for mid in _mistakes(results.get(student)):
@@ -114,17 +118,17 @@ def _misconception_counts(rows: list, results: dict[str, Any]) -> dict[str, Any]
 def misconceptions_markdown(summary: dict[str, Any]) -> str:
     """What to re-teach: the named mistakes, most common first."""
     found = summary["misconceptions"]
-    graded = summary["statuses"].get("graded", 0)
+    graded = summary["statuses"].get(RunStatus.GRADED, 0)
     lines = [f"# Mistakes named in {graded} graded submissions", "",
              "Each is a known misconception (grader/diagnosis/catalogue.toml, "
              "docs/misconceptions.md) that the checks recognised from the values the code "
              "computed. A submission counts once per mistake.", ""]
     if not found:
-        return "\n".join(lines + ["No known mistake was recognised.", ""])
+        return "\n".join([*lines, "No known mistake was recognised.", ""])
     lines += ["| mistake | where | students | share |", "|---|---|---|---|"]
     lines += [f"| {v['name']} (`{mid}`) | `{v['function']}` | {v['students']} | "
               f"{100 * v['share']:.0f}% |" for mid, v in found.items()]
-    return "\n".join(lines + [""])
+    return "\n".join([*lines, ""])
 
 
 def _misconceptions_chart(summary: dict[str, Any], out: Path) -> Path:
@@ -147,7 +151,7 @@ def _misconceptions_chart(summary: dict[str, Any], out: Path) -> Path:
 
 
 def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[str, Any]:
-    graded = [r for r in rows if r["status"] == "graded"]
+    graded = [r for r in rows if r["status"] == RunStatus.GRADED]
     scores = [r["score"] for r in graded]
     statuses: dict[str, int] = {}
     for r in rows:
@@ -156,11 +160,12 @@ def _summary(rows: list, results: dict[str, Any], check_ids: list[str]) -> dict[
     advisories: dict[str, int] = {}
     for res in results.values():
         for c in (res or {}).get("checks", []):
-            if c["status"] == "advisory":
+            if c["status"] == Status.ADVISORY:
                 advisories[c["id"]] = advisories.get(c["id"], 0) + 1
     for cid in check_ids:
-        outcomes = [c["status"] == "passed" for res in results.values() if res
-                    for c in res.get("checks", []) if c["id"] == cid and c["status"] != "skipped"]
+        outcomes = [c["status"] == Status.PASSED for res in results.values() if res
+                    for c in res.get("checks", [])
+                    if c["id"] == cid and c["status"] != Status.SKIPPED]
         pass_rate[cid] = round(sum(outcomes) / len(outcomes), 4) if outcomes else None
     return {
         "submissions": len(rows), "statuses": statuses,
@@ -214,7 +219,7 @@ def _plots(rows: list, results: dict[str, Any], check_ids: list[str], out: Path
 
     paths = {"scores": out / "score_histogram.png", "pass_rate": out / "pass_rate.png",
              "times": out / "time_per_submission.png"}
-    graded = [r for r in rows if r["status"] == "graded"]
+    graded = [r for r in rows if r["status"] == RunStatus.GRADED]
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     ax.hist([r["score"] for r in graded], bins=20)

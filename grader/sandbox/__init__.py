@@ -49,320 +49,51 @@ killed left behind is undone when the process exits (``release_all_started``).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import functools
 import os
-import shutil
 import signal
-import stat
-import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import randbelow
 
-try:  # POSIX only: the package must still import on Windows, to say what is missing there
-    import pwd
-    import resource
-except ImportError:  # pragma: no cover - exercised by tests/test_install.py in a subprocess
-    pwd = resource = None  # type: ignore[assignment]
+from grader.sandbox.environment import SANDBOX_ID_VAR, scrubbed_environment
+from grader.sandbox.home_tmpfs import mount_home, release_home
+from grader.sandbox.host import (
+    DEFAULT_SECRETS,
+    OWN_UIDS,
+    PACKAGE_ROOT,
+    _needed_paths,
+    _readable_by_others,
+    _user_tasks,
+    namespace_flags,
+    unprivileged_ids,
+    unsupported_reason,
+)
+from grader.sandbox.limits import GIB, HOME_SIZE, MIB, TMP_SIZE, Limits
+from grader.sandbox.reaping import (
+    STARTED,
+    _children,
+    _kill_carrying,
+    _wait_dead,
+    kill_all_started,
+    kill_group,
+    release_all_started,
+)
+from grader.sandbox.view import ETC_ENTRIES, view_plan
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def unsupported_reason() -> str | None:
-    """Why student code cannot be run in a worker on this host (None on Linux and macOS).
-
-    The worker forks its student process and talks over inherited pipe file
-    descriptors, and the sandbox needs ``pwd`` and ``resource``: none of that
-    exists on native Windows, where WSL 2 gives a Linux that has it all.
-    """
-    missing = [name for name, module in (("pwd", pwd), ("resource", resource))
-               if module is None]
-    missing += [f"os.{name}" for name in ("fork", "geteuid") if not hasattr(os, name)]
-    if not missing:
-        return None
-    return (f"this system lacks {', '.join(missing)}, which the grader's sandboxed worker "
-            "needs to run your code (Linux or macOS). On Windows, install WSL 2 "
-            "(`wsl --install` in PowerShell), then follow the Linux steps of "
-            "docs/student-guide.md inside Ubuntu")
-
-
-def project_secrets() -> tuple[Path, ...]:
-    """What a sandbox must not see of a source checkout: everything but grader/ and the venv.
-
-    ``reference/`` holds the solution and the hidden values, ``tests/`` other
-    full solutions, ``.git`` the history of all of them. An installed package
-    (no ``pyproject.toml`` beside it) has none of these.
-    """
-    if not (PACKAGE_ROOT / "pyproject.toml").is_file():
-        return ()
-    keep = {"grader"}
-    for path in (Path(sys.prefix).resolve(), Path(sys.executable).resolve()):
-        if PACKAGE_ROOT in path.parents:
-            keep.add(path.relative_to(PACKAGE_ROOT).parts[0])
-    return tuple(sorted(p for p in PACKAGE_ROOT.iterdir() if p.name not in keep))
-
-
-#: The instructors' secrets: hidden from every sandbox where the host allows it.
-DEFAULT_SECRETS = project_secrets()
-SANDBOX_ID_VAR = "CAPGRADE_SANDBOX_ID"
-GIB = 1 << 30
-MIB = 1 << 20
-#: Default caps of the RAM-backed folders a sandbox may write: each private /tmp,
-#: /var/tmp and /dev/shm, and its home (``CAPGRADE_SANDBOX_TMP_SIZE`` / ``_HOME_SIZE``).
-TMP_SIZE = 256 * MIB
-HOME_SIZE = 512 * MIB
-#: Files and folders each of those tmpfs may hold (each costs kernel memory).
-TMPFS_INODES = 65536
-#: The empty tmpfs that covers a folder: only mount points in it, nothing to write.
-COVER_OPTIONS = "size=1m,nr_inodes=4096"
-#: The source name of a sandbox home's tmpfs on the host (``mount_home``).
-HOME_SOURCE = "capgrade-home"
-
-#: (id, home) of the sandboxes this process created: tests look for their leftovers.
-STARTED: list[tuple[str, Path]] = []
+#: The public API, re-exported from the modules that hold it (``grader.sandbox.X``).
+__all__ = ["BASE_LAYERS", "DEFAULT_SECRETS", "ETC_ENTRIES", "HOME_SIZE", "OUTSIDE_OPTIONS",
+           "OWN_UIDS", "PACKAGE_ROOT", "SANDBOX_ID_VAR", "STARTED", "TMP_SIZE", "Limits",
+           "Sandbox", "kill_all_started", "kill_group", "mount_home", "namespace_flags",
+           "release_all_started", "scrubbed_environment", "unprivileged_ids",
+           "unsupported_reason"]
 
 #: The layers every sandbox has.
 BASE_LAYERS = ["separate process", "own session", "scrubbed environment",
                "fresh temp dir as cwd and HOME", "process group and stragglers killed at the end"]
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(float(os.environ.get(name, default)))
-    except ValueError:
-        return default
-
-
-@dataclass
-class Limits:
-    """Resource limits of one sandbox; ``CAPGRADE_SANDBOX_MEMORY`` / ``_CPU`` override."""
-
-    memory: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_MEMORY", 10 * GIB))
-    cpu_seconds: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_CPU", 1800))
-    processes: int = 256  # threads count as processes
-    file_size: int = 256 * 1024 * 1024
-    open_files: int = 1024
-    #: Bytes each private /tmp, /var/tmp and /dev/shm tmpfs holds at most.
-    tmp_size: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_TMP_SIZE", TMP_SIZE))
-    #: Bytes the home holds at most (its quota), where its tmpfs can be mounted.
-    home_size: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_HOME_SIZE",
-                                                            HOME_SIZE))
-
-    def pairs(self, cuda: bool, processes: int | None) -> list[str]:
-        pairs = [f"cpu={self.cpu_seconds}", f"fsize={self.file_size}",
-                 f"nofile={self.open_files}", "core=0"]
-        if not cuda:
-            pairs.append(f"as={self.memory}")
-        if processes is not None:
-            pairs.append(f"nproc={processes}")
-        return pairs
-
-    def describe(self, cuda: bool, processes: bool) -> str:
-        parts = [] if cuda else [f"address space {self.memory / GIB:g} GiB"]
-        parts += [f"CPU {self.cpu_seconds} s"]
-        parts += [f"{self.processes} processes"] if processes else []
-        parts += [f"files {self.file_size >> 20} MiB", f"{self.open_files} open files",
-                  "no core files"]
-        return "resource limits (" + ", ".join(parts) + ")"
-
-
-def scrubbed_environment(home: str | Path, **extra: str) -> dict[str, str]:
-    """The only variables student code sees; ``home`` is its cwd, HOME and TMPDIR."""
-    threads = os.environ.get("CAPGRADE_WORKER_THREADS", "1")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "TMPDIR": str(home),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": str(PACKAGE_ROOT),
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        # One thread by default: workers run side by side in batch grading, and the
-        # grader's re-run of a notebook's training must use the notebook's count.
-        "OMP_NUM_THREADS": threads,
-        "CAPGRADE_WORKER_THREADS": threads,
-        # Where the grader's encoder looks for already-downloaded weights.
-        "TORCH_HOME": str(torch_home()),
-    }
-    env.update(extra)
-    return env
-
-
-@functools.lru_cache(maxsize=1)
-def namespace_flags() -> tuple[str, ...] | None:
-    """``unshare`` options that work on this host (tried once), or None."""
-    if not sys.platform.startswith("linux") or shutil.which("unshare") is None \
-            or os.environ.get("CAPGRADE_SANDBOX_NAMESPACES", "1") == "0":
-        return None
-    base = ("--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child",
-            "--mount-proc")
-    flags = base if os.geteuid() == 0 else ("--user", "--map-root-user", *base)
-    try:
-        done = subprocess.run(["unshare", *flags, "true"], capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return flags if done.returncode == 0 else None
-
-
-def _traversable(directory: Path) -> bool:
-    return bool(directory.stat().st_mode & stat.S_IXOTH)
-
-
-def _readable_by_others(path: Path) -> bool:
-    """True if a user with no special rights can reach and read ``path``."""
-    path = path.resolve()
-    if not all(_traversable(d) for d in reversed(path.parents)):
-        return False
-    return bool(path.stat().st_mode & stat.S_IROTH)
-
-
-def torch_home() -> Path:
-    """torch.hub's cache root, found the way torch finds it, without importing torch."""
-    if os.environ.get("TORCH_HOME"):
-        return Path(os.environ["TORCH_HOME"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(cache).expanduser() / "torch"
-
-
-def _torch_dir() -> Path:
-    """Where torch is installed (found without importing it: the harness never does)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("torch")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("torch is not installed: the worker needs it")
-    return Path(spec.origin).resolve().parent
-
-
-def _needed_paths() -> list[Path]:
-    """All a sandbox may see outside the system folders: Python, the venv, torch, grader/.
-
-    Plus any other site-packages on ``sys.path`` (one a ``.pth`` file adds, a
-    user site): the worker imports its dependencies from there too.
-    """
-    sites = [Path(p).resolve() for p in sys.path
-             if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
-    return [Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(),
-            Path(sys.prefix).resolve(), PACKAGE_ROOT / "grader",
-            _torch_dir(), *sites]
-
-
-#: Top-level folders a sandbox keeps seeing whole, read-only (the operating system).
-SYSTEM_DIRS = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "dev", "proc", "sys"}
-#: Folders a sandbox gets a fresh private tmpfs of (``Limits.tmp_size``), its home bound back.
-PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
-#: What a sandbox sees of /etc (whatever of it exists): what the dynamic loader, the
-#: user and host lookups, locale, time zone, file types and fonts read, a system
-#: Python's own configuration, the alternatives that system commands and libraries
-#: resolve through, Jupyter's and IPython's system-wide settings. Measured (strace of
-#: a worker importing torch and of a kernel with matplotlib): ld.so.cache,
-#: nsswitch.conf, passwd, localtime, mime.types, fonts.
-ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ld.so.preload",
-               "passwd", "group", "nsswitch.conf", "hosts", "host.conf", "gai.conf",
-               "protocols", "services", "localtime", "timezone", "locale.alias", "locale.conf",
-               "mime.types", "fonts", "alternatives", "os-release", "mtab",
-               "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}",
-               "jupyter", "ipython")
-#: What a sandbox sees of /var: the system's font cache (matplotlib's fc-list reads it;
-#: without it fonts are scanned again). Python and torch read nothing there.
-VAR_ENTRIES = ("cache/fontconfig",)
-
-
-def _outermost(paths: Iterable[Path]) -> list[str]:
-    """The paths, without those inside another one of them."""
-    unique = sorted({Path(p).resolve() for p in paths})
-    return [str(p) for p in unique if not any(q in p.parents for q in unique)]
-
-
-def _private_tmp() -> list[Path]:
-    return [Path(t).resolve() for t in PRIVATE_TMP]
-
-
-def _allowed_system_entries() -> list[Path]:
-    """The ``ETC_ENTRIES`` and ``VAR_ENTRIES`` this host has (links kept as links)."""
-    found = []
-    for top, names in (("/etc", ETC_ENTRIES), ("/var", VAR_ENTRIES)):
-        for name in names:
-            entry = Path(top).resolve() / name
-            if entry.exists() or entry.is_symlink():
-                found.append(entry)
-    return found
-
-
-def view_plan(keep: Iterable[Path]) -> tuple[list[str], list[str], list[str]]:
-    """How the mount namespace shows only the allowlist: the system, Python, the venv, grader/.
-
-    Returns (``--reveal`` specs: every top-level folder but ``SYSTEM_DIRS`` and
-    /tmp covered by an empty tmpfs with the ``keep`` paths (and the allowed
-    entries of /etc and /var) inside it bound back; top-level files to blank;
-    the ``keep`` paths inside a ``PRIVATE_TMP`` folder, bound back into its
-    private tmpfs).
-    """
-    keep = [Path(p).resolve() for p in keep]
-    private = _private_tmp()
-
-    def in_private(p: Path) -> bool:
-        return any(t == p or t in p.parents for t in private)
-
-    allowed = _allowed_system_entries()
-    reveals, files = [], []
-    for top in sorted(Path("/").iterdir()):
-        if top.name in SYSTEM_DIRS or top.is_symlink() or top in private:
-            continue
-        if top.is_dir():
-            if top in keep:
-                continue
-            inside = _outermost(p for p in keep if top in p.parents and not in_private(p))
-            inside += [str(p) for p in allowed if top in p.parents and not any(
-                Path(q) == p or Path(q) in p.parents for q in inside)]
-            reveals.append(":".join([str(top), *inside]))
-        elif top.is_file():
-            files.append(str(top))
-    return reveals, files, _outermost(p for p in keep if in_private(p))
-
-
-@functools.lru_cache(maxsize=1)
-def unprivileged_ids() -> tuple[int, int, str] | None:
-    """(uid, gid, name) to run student code as, when the grader is root and that can work."""
-    if pwd is None or os.geteuid() != 0 or os.environ.get("CAPGRADE_SANDBOX_USER") == "":
-        return None
-    name = os.environ.get("CAPGRADE_SANDBOX_USER", "nobody")
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return None
-    needed = _needed_paths()
-    if namespace_flags() is not None:
-        # Inside the namespaces the folders above these are open tmpfs: only they count.
-        usable = all(p.stat().st_mode & stat.S_IROTH for p in needed)
-    else:
-        usable = all(_readable_by_others(p) for p in needed)
-    return (entry.pw_uid, entry.pw_gid, name) if usable else None
-
-
-#: User ids for sandboxes of their own: far above any account's, a random one each.
-OWN_UIDS = range(2_000_000_000, 2_100_000_000)
-
-
-def _user_tasks() -> int:
-    """Processes and threads of the current user: RLIMIT_NPROC counts them all."""
-    uid, count = os.getuid(), 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if os.stat(f"/proc/{pid}").st_uid == uid:
-                    count += len(os.listdir(f"/proc/{pid}/task"))
-            except OSError:
-                pass
-    return count
-
 
 @dataclass
 class Sandbox:
@@ -381,7 +112,7 @@ class Sandbox:
     _uid: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        STARTED.append((self.id, self.home))
+        STARTED.add(self.id, self.home)
 
     def user(self) -> tuple[int, int, str] | None:
         """(uid, gid, name) the sandbox runs as, or None (no user switch on this host).
@@ -571,244 +302,3 @@ class Sandbox:
 #: ``launch`` options for its first step, on the host (see ``launch.outside``).
 OUTSIDE_OPTIONS = ("--home-size=", "--cgroup=", "--cgroup-memory=")
 
-
-def kill_all_started() -> None:
-    """SIGKILL every process of every sandbox this process started (an emergency stop).
-
-    Their homes' tmpfs and cgroups go too (nothing is copied back).
-    """
-    _kill_carrying({i for i, _ in STARTED})
-    release_all_started()
-
-
-def release_all_started() -> None:
-    """Kill what is left of every sandbox this process planned, unmount homes, remove cgroups.
-
-    At exit (and in ``kill_all_started``): a sandbox planned and never killed (a
-    start that failed, a caller that only wanted the layers) must not leave a
-    mounted tmpfs or a cgroup behind.
-    """
-    from grader.sandbox import cgroup
-
-    mounted = _home_mounts()
-    for sandbox_id, home in list(STARTED):
-        group = cgroup.path(sandbox_id)
-        if group is not None and group.is_dir():
-            cgroup.remove(sandbox_id)
-        if os.path.realpath(home) in mounted:
-            with contextlib.suppress(OSError):
-                release_home(home, keep=False)
-
-
-atexit.register(release_all_started)
-
-
-# -- the home's tmpfs, on the host ----------------------------------------------------------
-
-
-def _home_mounts() -> set[str]:
-    """Mount points of sandbox homes' tmpfs that this process sees."""
-    from grader.sandbox.cgroup import mounts
-
-    return {point for _, point, fstype, source, _ in mounts()
-            if fstype == "tmpfs" and source == HOME_SOURCE}
-
-
-def mount_home(home: str | Path, size: int) -> None:
-    """Mount a tmpfs of ``size`` bytes on the folder ``home`` (root), unless one is there.
-
-    What the folder holds moves into the tmpfs (the notebook runner copies the
-    submission in before the sandbox exists; a kernel restarted finds its
-    files). Owner and mode are the folder's; no setuid files, no devices.
-    Raises OSError when it cannot be mounted.
-    """
-    from grader.sandbox import launch
-
-    home = os.path.realpath(home)
-    if home in _home_mounts():
-        return
-    st = os.lstat(home)
-    if not stat.S_ISDIR(st.st_mode):
-        raise NotADirectoryError(20, "not a folder", home)
-    options = (f"size={size},nr_inodes={TMPFS_INODES},mode={st.st_mode & 0o7777:o},"
-               f"uid={st.st_uid},gid={st.st_gid}")
-    disk = os.open(home, os.O_RDONLY | os.O_DIRECTORY)  # still reachable under the mount
-    try:
-        present = os.listdir(disk)
-        launch._mount(HOME_SOURCE, home, "tmpfs", launch.MS_NOSUID | launch.MS_NODEV, options)
-        if present:
-            below = f"/proc/self/fd/{disk}"
-            _copy_tree(below, home, size, TMPFS_INODES)
-            for name in present:
-                _remove(os.path.join(below, name))
-    finally:
-        os.close(disk)
-
-
-def release_home(home: str | Path, keep: bool = True) -> None:
-    """Unmount the home's tmpfs, its contents first copied back to the folder (``keep``)."""
-    from grader.sandbox import launch
-
-    home = os.path.realpath(home)
-    if home not in _home_mounts():
-        return
-    staging = None
-    if keep:
-        staging = tempfile.mkdtemp(prefix=".capgrade-home-", dir=os.path.dirname(home))
-        _copy_tree(home, staging, _mounted_size(home), TMPFS_INODES)
-    while home in _home_mounts():
-        launch.unmount(home)
-    if staging is not None:
-        for name in os.listdir(staging):
-            _remove(os.path.join(home, name))
-            os.rename(os.path.join(staging, name), os.path.join(home, name))
-        os.rmdir(staging)
-
-
-def _mounted_size(path: str) -> int:
-    """Bytes the file system at ``path`` holds at most."""
-    info = os.statvfs(path)
-    return info.f_blocks * info.f_frsize
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-#: How deep ``_copy_tree`` follows folders.
-COPY_DEPTH = 32
-
-
-def _copy_tree(source: str, dest: str, size: int, entries: int) -> None:
-    """Regular files, folders and links (as links) under ``source`` into the folder ``dest``.
-
-    Owners kept, modes without setuid, setgid or sticky bits; at most ``size``
-    bytes of files and ``entries`` entries, ``COPY_DEPTH`` folders deep; the rest
-    (and pipes, sockets, devices) left out. Never follows a link: the tree may
-    be a student's.
-    """
-    todo = [(source, dest, 0)]
-    while todo:
-        src, dst, depth = todo.pop()
-        try:
-            listing = list(os.scandir(src))
-        except OSError:
-            continue
-        for entry in listing:
-            if entries <= 0:
-                return
-            entries -= 1
-            target = os.path.join(dst, entry.name)
-            try:
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    os.symlink(os.readlink(entry.path), target)
-                elif stat.S_ISDIR(st.st_mode):
-                    if depth >= COPY_DEPTH:
-                        continue
-                    os.mkdir(target, 0o700)
-                    todo.append((entry.path, target, depth + 1))
-                elif stat.S_ISREG(st.st_mode) and st.st_size <= size:
-                    size -= st.st_size
-                    _copy_file(entry.path, target, st.st_size)
-                else:
-                    continue
-                os.lchown(target, st.st_uid, st.st_gid)
-                if not stat.S_ISLNK(st.st_mode):
-                    os.chmod(target, st.st_mode & 0o777)
-            except OSError:
-                continue
-
-
-def _copy_file(source: str, dest: str, length: int) -> None:
-    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            while length > 0:
-                chunk = memoryview(os.read(src, min(length, 1 << 20)))
-                if not chunk:
-                    break
-                length -= len(chunk)
-                while chunk:
-                    chunk = chunk[os.write(dst, chunk):]
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
-
-
-def _kill_carrying(ids: set[str]) -> None:
-    """SIGKILL every process whose environment carries one of these sandbox ids."""
-    markers = {f"{SANDBOX_ID_VAR}={i}".encode() for i in ids}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") and markers else []:
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                found = bool(markers & set(f.read().split(b"\0")))
-        except OSError:
-            continue
-        if found:
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-_LIMITS = {} if resource is None else {
-    "as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "nproc": resource.RLIMIT_NPROC,
-    "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE,
-    "core": resource.RLIMIT_CORE}
-
-
-def apply_limits(pairs: Iterable[str]) -> None:
-    """Set ``name=value`` resource limits on this process (never above the current hard one)."""
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        which = _LIMITS[name]
-        soft = int(value)
-        _, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            soft = min(soft, hard)
-        # CPU: the soft limit sends SIGXCPU, the hard one a second later SIGKILL.
-        new_hard = soft + 1 if name == "cpu" else soft
-        if hard != resource.RLIM_INFINITY:
-            new_hard = min(new_hard, hard)
-        resource.setrlimit(which, (soft, new_hard))
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def _wait_dead(pids: list[int], seconds: float) -> None:
-    """Until each of ``pids`` is a zombie or gone (a dead init's namespace is empty)."""
-    deadline = time.monotonic() + seconds
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                break
-            if state in ("Z", "X"):
-                break
-            time.sleep(0.02)
-
-
-def kill_group(pid: int | None) -> None:
-    """SIGKILL the process group led by ``pid`` (started with start_new_session)."""
-    if pid is None:
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

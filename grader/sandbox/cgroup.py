@@ -264,8 +264,20 @@ def _counter(text: str | None, key: str) -> int:
 
 #: v1: how close to its limit a group's peak must be to count as having reached it.
 AT_LIMIT = 2 << 20
-#: v1: limit hits seen by ``_events`` (a peak at the limit, then reset), by group folder.
-_HITS: dict[str, int] = {}
+
+
+class _Seen:
+    """What this process saw of its sandboxes' groups that their files do not keep (one, on
+    purpose: counters are asked for by id after a group's removal; a v1 hit counts once seen)."""
+
+    def __init__(self) -> None:
+        #: v1: limit hits seen by ``_events`` (a peak at the limit, then reset), by group folder.
+        self.hits: dict[str, int] = {}
+        #: Final counters of the groups removed so far, by sandbox id (the newest ones).
+        self.final: dict[str, MemoryEvents] = {}
+
+
+SEEN = _Seen()
 
 
 def _number(text: str | None) -> int | None:
@@ -286,12 +298,12 @@ def _v1_hits(group: Path) -> int:
         peak = _number(_read(group / f"memory.{kind}max_usage_in_bytes"))
         limit = _number(_read(group / f"memory.{kind}limit_in_bytes"))
         if peak is not None and limit is not None and peak >= limit - AT_LIMIT:
-            _HITS[str(group)] = _HITS.get(str(group), 0) + 1
+            SEEN.hits[str(group)] = SEEN.hits.get(str(group), 0) + 1
             for reset in ("", "memsw."):
                 with contextlib.suppress(OSError):
                     (group / f"memory.{reset}max_usage_in_bytes").write_text("0")
             break
-    return hits + _HITS.get(str(group), 0)
+    return hits + SEEN.hits.get(str(group), 0)
 
 
 def _events(group: Path) -> MemoryEvents | None:
@@ -305,8 +317,7 @@ def _events(group: Path) -> MemoryEvents | None:
                         _counter(local, "oom"))
 
 
-#: Final counters of the groups removed so far, by sandbox id (the newest ones).
-_FINAL: dict[str, MemoryEvents] = {}
+#: How many removed groups' final counters ``SEEN.final`` keeps.
 _FINAL_KEPT = 4096
 
 
@@ -314,7 +325,7 @@ def events(sandbox_id: str) -> MemoryEvents | None:
     """The sandbox group's counters now, or as they were when it was removed; None: no group."""
     group = path(sandbox_id)
     now = _events(group) if group is not None else None
-    return now if now is not None else _FINAL.get(sandbox_id)
+    return now if now is not None else SEEN.final.get(sandbox_id)
 
 
 def oom_kills(sandbox_id: str) -> int | None:
@@ -359,11 +370,11 @@ def remove(sandbox_id: str, seconds: float = 5.0) -> bool:
         return True
     kill_all(sandbox_id)
     final = _events(group)
-    _HITS.pop(str(group), None)
+    SEEN.hits.pop(str(group), None)
     if final is not None:
-        _FINAL[sandbox_id] = final
-        while len(_FINAL) > _FINAL_KEPT:
-            del _FINAL[next(iter(_FINAL))]
+        SEEN.final[sandbox_id] = final
+        while len(SEEN.final) > _FINAL_KEPT:
+            del SEEN.final[next(iter(SEEN.final))]
     deadline = time.monotonic() + seconds
     while True:
         try:

@@ -201,13 +201,29 @@ class ForkServer:
         self.tmp.cleanup()
 
 
-_SERVER: ForkServer | None = None
-_SERVER_LOCK = threading.Lock()
+class ServerHolder:
+    """This process's one fork server, and whether fork servers failed here.
+
+    Process-wide on purpose: every worker this grading process starts forks from the
+    same server (torch imported once is the point of it), and it dies with the process
+    (``atexit``). The lock guards replacing it from the threads a batch run grades in.
+    """
+
+    def __init__(self) -> None:
+        self.server: ForkServer | None = None
+        self.lock = threading.Lock()
+        #: Failures seen so far; after the second, ``disabled`` (workers start as a new Python).
+        self.failures = 0
+        self.disabled = False
+
+
+#: The one holder of this process (see ``ServerHolder``).
+HOLDER = ServerHolder()
 
 
 def enabled() -> bool:
     """On unless ``CAPGRADE_FORKSERVER=0`` or it failed here (then each worker is a new Python)."""
-    return not _DISABLED and os.environ.get("CAPGRADE_FORKSERVER", "1") != "0" \
+    return not HOLDER.disabled and os.environ.get("CAPGRADE_FORKSERVER", "1") != "0" \
         and sys.platform.startswith("linux") and hasattr(socket, "send_fds")
 
 
@@ -216,17 +232,10 @@ def failed() -> bool:
 
     Returns whether fork servers are now off here (workers start as a new Python).
     """
-    global _DISABLED, _FAILURES
-    _FAILURES += 1
-    _DISABLED = _FAILURES >= 2
+    HOLDER.failures += 1
+    HOLDER.disabled = HOLDER.failures >= 2
     shutdown()
-    return _DISABLED
-
-
-_FAILURES = 0
-
-
-_DISABLED = False
+    return HOLDER.disabled
 
 
 def server_environment() -> dict[str, str]:
@@ -239,28 +248,26 @@ def server_environment() -> dict[str, str]:
 
 def get() -> ForkServer:
     """This process's fork server, started (not waited for) if there is none or it died."""
-    global _SERVER
     env = server_environment()
-    with _SERVER_LOCK:
-        if _SERVER is not None and (not _SERVER.alive() or _SERVER.env != env):
-            _SERVER.close()
-            _SERVER = None
-        if _SERVER is None:
-            _SERVER = ForkServer(env)
-        return _SERVER
+    with HOLDER.lock:
+        if HOLDER.server is not None and (not HOLDER.server.alive() or HOLDER.server.env != env):
+            HOLDER.server.close()
+            HOLDER.server = None
+        if HOLDER.server is None:
+            HOLDER.server = ForkServer(env)
+        return HOLDER.server
 
 
 def running() -> bool:
-    return _SERVER is not None and _SERVER.alive()
+    return HOLDER.server is not None and HOLDER.server.alive()
 
 
 def shutdown() -> None:
     """Stop this process's fork server, if any: its torch must not sit beside a notebook's."""
-    global _SERVER
-    with _SERVER_LOCK:
-        if _SERVER is not None:
-            _SERVER.close()
-            _SERVER = None
+    with HOLDER.lock:
+        if HOLDER.server is not None:
+            HOLDER.server.close()
+            HOLDER.server = None
 
 
 atexit.register(shutdown)

@@ -36,7 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from grader.sandbox import COVER_OPTIONS, HOME_SOURCE, PRIVATE_TMP, TMPFS_INODES, apply_limits
+from grader.sandbox.home_tmpfs import HOME_SOURCE
+from grader.sandbox.limits import TMPFS_INODES, apply_limits
+from grader.sandbox.view import COVER_OPTIONS, PRIVATE_TMP
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME = 32, 1024, 2048

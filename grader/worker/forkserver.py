@@ -38,7 +38,7 @@ def serve(fd: int) -> None:
     from grader.sandbox import launch  # noqa: F401 - each fork uses it
     from grader.worker import process
 
-    process.preload()
+    problem = process.preload()
     channel = socket.socket(fileno=fd)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -57,7 +57,7 @@ def serve(fd: int) -> None:
                 if not data:
                     return  # the harness is gone; our children die with us
                 try:
-                    pid = _spawn(json.loads(data)["spawn"], fds, own)
+                    pid = _spawn(json.loads(data)["spawn"], fds, own, problem)
                     channel.send(json.dumps({"spawned": pid}).encode())
                 except Exception as exc:  # a bad spec or fork failure: say so, go on
                     channel.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
@@ -82,14 +82,15 @@ def _reap(channel: socket.socket) -> None:
                                  "code": os.waitstatus_to_exitcode(status)}).encode())
 
 
-def _spawn(spec: dict[str, Any], fds: list[int], own: tuple[int, ...]) -> int:
+def _spawn(spec: dict[str, Any], fds: list[int], own: tuple[int, ...],
+           problem: str | None) -> int:
     if len(fds) != 3:
         raise ValueError(f"a worker needs 3 file descriptors, got {len(fds)}")
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
-            _become_worker(spec, fds, own, parent)
+            _become_worker(spec, fds, own, parent, problem)
         except BaseException:
             with contextlib.suppress(Exception):
                 os.write(2, traceback.format_exc().encode()[-4000:])
@@ -118,7 +119,7 @@ def _close_all_but(keep: set[int]) -> None:
 
 
 def _become_worker(spec: dict[str, Any], fds: list[int], own: tuple[int, ...],
-                   server: int) -> NoReturn:
+                   server: int, problem: str | None) -> NoReturn:
     """In the fork: leave everything of the server behind, enter the sandbox, serve."""
     from grader.sandbox import launch
 
@@ -168,7 +169,7 @@ def _become_worker(spec: dict[str, Any], fds: list[int], own: tuple[int, ...],
         from grader.worker import process
 
         sys.argv = [process.__file__, "--request-fd", str(requests), "--reply-fd", str(replies)]
-        process.run(requests, replies)
+        process.run(requests, replies, problem)
 
     if os.getpid() == 1:
         launch.init(worker)
@@ -206,7 +207,7 @@ def _stamp_environ(sandbox_id: str) -> None:
     """Write this sandbox's id over the placeholder in the environment block the kernel shows.
 
     ``/proc/PID/environ`` is the block the exec made, not ``os.environ``: the
-    harness finds a sandbox's stragglers by that id (``sandbox._kill_carrying``).
+    harness finds a sandbox's stragglers by that id (``grader.sandbox.reaping._kill_carrying``).
     """
     marker = f"{sandbox.SANDBOX_ID_VAR}={PLACEHOLDER_ID}".encode()
     fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()

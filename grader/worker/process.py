@@ -82,7 +82,7 @@ def describe_exception(exc: BaseException, student_file: str) -> ErrorInfo:
     """
     from grader.contract import STUB_MARKER
     from grader.course import encoder
-    from grader.worker.probes import NotImplementedYet
+    from grader.worker.probe_support import NotImplementedYet
 
     tb = traceback.extract_tb(exc.__traceback__)
     codes, link = [], exc.__traceback__
@@ -268,10 +268,6 @@ def broker(requests: Connection, replies: Connection, to_student: Connection,
             return True
 
 
-#: Why this worker's torch and torchvision do not import (set by ``preload``), or None.
-ENVIRONMENT_PROBLEM: str | None = None
-
-
 def environment_problem() -> str | None:
     """Why torch and torchvision cannot be imported together here (the harness adds the fix).
 
@@ -294,24 +290,24 @@ def environment_problem() -> str | None:
     return None
 
 
-def preload() -> None:
+def preload() -> str | None:
     """Import everything a worker needs before any submission: torch and the worker's code.
 
     A fork server (``grader.sandbox.forkserver``) does this once and forks
     workers that have it all already. A torch/torchvision pair that does not
-    import is recorded (``ENVIRONMENT_PROBLEM``), not raised: ``run`` then
+    import is returned (``environment_problem``), not raised: ``run`` given it
     answers every request with it, so the harness reports the environment.
     """
-    global ENVIRONMENT_PROBLEM
-    ENVIRONMENT_PROBLEM = environment_problem()
-    if ENVIRONMENT_PROBLEM is not None:
-        return
+    problem = environment_problem()
+    if problem is not None:
+        return problem
     import torch  # noqa: F401 - imported once, before the fork, and shared
 
     # Everything importing a submission needs, so a warm worker has it all loaded.
     from grader import contract, protocol  # noqa: F401
     from grader.course import encoder  # noqa: F401
     from grader.worker import forbidden, probes  # noqa: F401
+    return None
 
 
 def _refuse_all(requests: Connection, replies: Connection, problem: str) -> None:
@@ -325,11 +321,14 @@ def _refuse_all(requests: Connection, replies: Connection, problem: str) -> None
             BROKEN_ENVIRONMENT, problem)).encode())
 
 
-def run(request_fd: int, reply_fd: int) -> NoReturn:
-    """Be the broker on these pipes and fork the student process; exit as it did."""
-    if ENVIRONMENT_PROBLEM is not None:  # no student code runs: every request gets the problem
+def run(request_fd: int, reply_fd: int, problem: str | None = None) -> NoReturn:
+    """Be the broker on these pipes and fork the student process; exit as it did.
+
+    ``problem``: what ``preload`` found wrong with the environment, if anything.
+    """
+    if problem is not None:  # no student code runs: every request gets the problem
         _refuse_all(Connection(request_fd, writable=False), Connection(reply_fd, readable=False),
-                    ENVIRONMENT_PROBLEM)
+                    problem)
         os._exit(0)
     down_read, down_write = os.pipe()
     up_read, up_write = os.pipe()
@@ -363,8 +362,7 @@ def main() -> None:
     parser.add_argument("--request-fd", type=int, required=True)
     parser.add_argument("--reply-fd", type=int, required=True)
     args = parser.parse_args()
-    preload()
-    run(args.request_fd, args.reply_fd)
+    run(args.request_fd, args.reply_fd, preload())
 
 
 if __name__ == "__main__":

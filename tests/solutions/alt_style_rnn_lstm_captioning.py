@@ -83,7 +83,7 @@ def rnn_step_backward(dnext_h, cache):
 
 def rnn_forward(x, h0, Wx, Wh, b):
     """The whole sequence; the cache keeps the inputs and every state (h0 first)."""
-    N, T, _ = x.shape
+    _, T, _ = x.shape
     states = [h0]
     for t in range(T):
         states.append(rnn_step_forward(x[:, t], states[-1], Wx, Wh, b)[0])
