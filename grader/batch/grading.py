@@ -327,7 +327,7 @@ def grade_all(submissions: str | Path, out: str | Path, workers: int | None = No
 def should_warm(workers: int | None, dask: Any) -> bool:
     """Warm workers by default only where a core is left over for their start.
 
-    Measured on 2 cores, 20 submissions (scripts/bench_batch.py): 1 worker 183.7 s
+    Measured on 2 cores, 20 submissions (scripts/bench.py batch): 1 worker 183.7 s
     cold, 117.6 s warm; 2 workers 86.2 / 92.5 s cold, 94.2 s warm. A Dask
     cluster's cores are not known here: off unless asked for.
     """

@@ -12,9 +12,9 @@ divided by 255) but
 - otherwise, and always while grading (the worker sets ``ALLOW_IMAGENET =
   False``, so no verdict depends on what a machine has cached), it loads
   ``grader/course/data/encoder_synthetic.pt``: the same network trained on synthetic
-  shapes by ``scripts/train_encoder.py``. Random weights would not do: a random
+  shapes by ``grader/authoring/encoder_weights.py``. Random weights would not do: a random
   RegNet's block4 features barely tell colours apart and not shapes at all
-  (``scripts/probe_encoder.py``);
+  (a linear probe: docs/design.md, "Encoder");
 - if that file is missing, it falls back to weights from a private, fixed-seed
   generator with batch-norm statistics set from synthetic images.
 

@@ -25,7 +25,7 @@ from grader.sandbox import forkserver, resources
 STARTUP_CPU = 60.0
 
 
-class Ended(Exception):  # noqa: N818 - how a wait ended, not an error of the channel
+class Ended(Exception):
     """The wait for a reply ended without one."""
 
 

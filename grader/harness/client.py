@@ -12,6 +12,7 @@ worker, so the remaining checks still run. Workers come from a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -129,10 +130,8 @@ class Submission:
         """
         if self.proc is not None and self.proc.poll() is None and self.import_outcome is not None \
                 and self.import_outcome.ok:
-            try:
+            with contextlib.suppress(WorkerFailure, OSError):
                 self._retired_usage = self.usage()
-            except (WorkerFailure, OSError):
-                pass
         self.close()
         if self.import_outcome is not None and self.import_outcome.ok:
             self.import_outcome = None

@@ -146,7 +146,7 @@ def selection_problem(only: str | None, groups: tuple[str, ...] | list[str] = ()
             return None
         try:
             Expression.compile(only)
-        except Exception as exc:  # noqa: BLE001 - whichever class this pytest raises
+        except Exception as exc:  # whichever class this pytest raises
             why = getattr(exc, "msg", None) or getattr(exc, "message", None) or str(exc)
             return (f"--only {only!r} is not a valid selection ({why}): give part of a check "
                     "id, e.g. --only rnn_step_forward, or combine parts with and, or, not: "
@@ -173,7 +173,7 @@ def device_problem(device: str) -> str | None:
         return f"--device {device}: this machine has no GPU driver (no /proc/driver/nvidia); {todo}"
     try:
         probe = subprocess.run([sys.executable, "-c", _CUDA_PROBE], capture_output=True,
-                               text=True, timeout=120, stdin=subprocess.DEVNULL)
+                               text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
         import json
 
         found = json.loads(probe.stdout.strip().splitlines()[-1])

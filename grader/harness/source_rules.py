@@ -175,7 +175,7 @@ class _Reader(ast.NodeVisitor):
 
     def _module(self, dotted: str, node: ast.AST) -> None:
         for prefix in _prefixes(dotted):
-            if prefix in EVASIVE_MODULES and EVASIVE_MODULES[prefix]:
+            if EVASIVE_MODULES.get(prefix):
                 self._add("evasion", f"imports {dotted}: {EVASIVE_MODULES[prefix]}", node)
                 return
 
@@ -272,7 +272,7 @@ class _Reader(ast.NodeVisitor):
             if isinstance(name, ast.Constant) and isinstance(name.value, str):
                 if target is not None:
                     self._name(f"{target}.{name.value}", node)
-                if name.value in EVASIVE_ATTRIBUTES and EVASIVE_ATTRIBUTES[name.value]:
+                if EVASIVE_ATTRIBUTES.get(name.value):
                     self._add("evasion", f"{func.id}(..., {name.value!r})", node)
             elif on_library or not plain_object:
                 self._add("evasion", f"{func.id}({target or 'an object'}, <a name computed at "

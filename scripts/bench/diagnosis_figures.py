@@ -5,7 +5,7 @@ ones) and prints, per kind, how many got exactly their mistakes named (right),
 some of them and nothing else (partly), nothing (none), or a mistake that is not
 there (wrong), then the cases that were not right.
 
-    .venv/bin/python scripts/diagnosis_figures.py [--kinds mutant,pair,variant,buggy,correct]
+    .venv/bin/python scripts/bench.py diagnosis_figures [--kinds mutant,pair,variant,buggy,correct]
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests import diagnosis_cases as cases  # noqa: E402
+from tests import diagnosis_cases as cases
 
 
 def grade(case: cases.Case) -> tuple[cases.Case, set[str], str]:
@@ -35,17 +32,19 @@ def grade(case: cases.Case) -> tuple[cases.Case, set[str], str]:
     return case, found, cases.verdict(case.expected, found)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py diagnosis_figures",
+                                     description=__doc__)
     parser.add_argument("--kinds", default="mutant,pair,variant,buggy,correct")
     parser.add_argument("--jobs", type=int, default=2)
-    kinds = parser.parse_args().kinds.split(",")
+    args = parser.parse_args(argv)
+    kinds = args.kinds.split(",")
     sources = {"mutant": cases.mutants, "pair": cases.pairs, "variant": cases.variants,
                "buggy": cases.buggy, "correct": cases.correct}
     todo = [c for kind in kinds for c in sources[kind]()]
     tally: dict[str, Counter] = {}
     misses = []
-    with ProcessPoolExecutor(max_workers=parser.parse_args().jobs,
+    with ProcessPoolExecutor(max_workers=args.jobs,
                              mp_context=get_context("spawn")) as pool:
         for case, found, verdict in pool.map(grade, todo):
             tally.setdefault(case.kind, Counter())[verdict] += 1
@@ -59,7 +58,8 @@ def main() -> None:
               f"{t['wrong']} |")
     for line in misses:
         print("-", line)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,11 +15,12 @@ once, so all that is left is the grader's own cost:
 `capgrade grade` warms workers by default only when fewer workers than cores
 (`--warm auto`): here 1 worker is warm and 2 workers on 2 cores are cold.
 
-    .venv/bin/python scripts/bench_batch.py
+    .venv/bin/python scripts/bench.py batch
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COUNT = 20
 
 
@@ -112,7 +113,10 @@ def overhead_in_process(stub: Path, repeat: int = 8) -> tuple[float, float]:
     return sum(times[False]) / repeat, sum(times[True]) / repeat
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="scripts/bench.py batch", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter
+                            ).parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="capgrade-bench-"))
     try:
         reference = make_class(work / "reference", ROOT / "reference" / "rnn_lstm_captioning.py")
@@ -131,7 +135,8 @@ def main() -> None:
               f"overhead {elapsed / COUNT:.2f} s per submission")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

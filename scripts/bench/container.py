@@ -8,7 +8,7 @@ after the other. Prints a Markdown table: wall time, the cgroup's peak memory
 (page cache included), out-of-memory kills, the score and the checks that could
 not be judged (regrade). Needs root and cgroups.
 
-    .venv/bin/python scripts/bench_container.py SUBMISSION_DIR --cpus 0.5 \
+    .venv/bin/python scripts/bench.py container SUBMISSION_DIR --cpus 0.5 \
         --memory 768M --memory 1024M --memory 1536M
 """
 
@@ -22,12 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from grader.integrations import gradescope
+from grader.integrations.container import cgroups_usable, parse_memory, run_limited
+from grader.results.render import LIMITS_TEST
 
-from grader.integrations import gradescope  # noqa: E402
-from grader.integrations.container import cgroups_usable, parse_memory, run_limited  # noqa: E402
-from grader.results.render import LIMITS_TEST  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def trial(bundle: Path, submission: Path, memory: int, cpus: float) -> dict:
@@ -49,8 +48,9 @@ def trial(bundle: Path, submission: Path, memory: int, cpus: float) -> dict:
             "output": results.get("output", "")}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py container",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("submission", type=Path)
     parser.add_argument("--memory", action="append", required=True)
     parser.add_argument("--cpus", type=float, default=0.5)
@@ -58,7 +58,7 @@ def main() -> int:
                         help="a bundle without the notebook checks (capgrade gradescope's)")
     parser.add_argument("--hidden-expected", type=Path,
                         default=ROOT / "reference" / "expected" / "hidden.safetensors")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     why = cgroups_usable()
     if why:
         print(f"bench_container: {why}", file=sys.stderr)

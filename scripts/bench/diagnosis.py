@@ -8,7 +8,7 @@ wall time of each, and their difference. A SUBMISSION is a file, or the name of 
 buggy solution (tests/solutions/buggy/manifest.toml, stored as edits: written to a
 temporary folder).
 
-    .venv/bin/python scripts/bench_diagnosis.py --old e45e82b --repeat 3 [SUBMISSION ...]
+    .venv/bin/python scripts/bench.py diagnosis --old e45e82b --repeat 3 [SUBMISSION ...]
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tests import buggy
 
-from tests import buggy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT = ["reference/rnn_lstm_captioning.py", "b09_gates_ifgo", "b15_g_sigmoid_loss_sum"]
 
@@ -47,12 +46,12 @@ def timed(cwd: Path, submission: Path) -> float:
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py diagnosis", description=__doc__)
     parser.add_argument("submissions", nargs="*", default=DEFAULT)
     parser.add_argument("--old", required=True, help="the commit to compare with")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="capgrade-old-") as tmp:
         subs = [submission(s, Path(tmp)) for s in args.submissions]
         old = Path(tmp) / "old"
@@ -73,7 +72,8 @@ def main() -> None:
         o = statistics.median(times[("old", sub.name)])
         n = statistics.median(times[("new", sub.name)])
         print(f"| {sub.name} | {o:.1f} | {n:.1f} | {n - o:+.1f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,7 @@ rounds, and reports per checkout the median of:
   holding the command and every process it starts: ``memory.max_usage_in_bytes``,
   page cache included; needs root and cgroup v1, else left out).
 
-    python scripts/bench_boundary.py OLD_CHECKOUT NEW_CHECKOUT [--repeat 5]
+    python scripts/bench.py boundary OLD_CHECKOUT NEW_CHECKOUT [--repeat 5]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -65,12 +66,12 @@ def one_run(checkout: Path) -> dict[str, float]:
                     time.sleep(0.1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py boundary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkouts", type=Path, nargs="+")
     parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     runs: dict[Path, list[dict]] = {c: [] for c in args.checkouts}
     for checkout in args.checkouts:
         one_run(checkout.resolve())  # warm the page cache and byte-code, not measured
@@ -85,7 +86,8 @@ def main() -> None:
             return f"{statistics.median(values):.1f}" if values else "-"
         print(f"{checkout!s:<24} {med('wall_s'):>7} {med('harness_peak_mib'):>12} "
               f"{med('tree_peak_mib'):>9}  {any(r['torch_in_harness'] for r in results)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,17 +6,19 @@ re-run twice; with 1 and 2 threads; the notebook's own execution against the
 re-run), and how far the simplest forgeries land (rounded, rescaled, another
 seed). Prints a Markdown table for grader/checks/notebook_calibration.md.
 
-Run: ``python scripts/calibrate_notebook_losses.py`` (about 3 minutes).
+Run: ``python -m grader.authoring.notebook_calibration`` (about 3 minutes).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "reference" / "rnn_lstm_captioning.py"
 NOTEBOOK = ROOT / "notebooks" / "rnn_lstm_captioning.ipynb"
 
@@ -44,7 +46,10 @@ def rerun(threads: str, seed: int | None = None) -> dict[str, list[float]]:
             ns.GRADING = original
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter
+                            ).parse_args(argv)
     from grader.course import lossfile
     from grader.notebook import runner as notebook_runner
     from grader.worker.lossfile_reader import load_loss_file
@@ -59,7 +64,10 @@ def main() -> None:
         shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
         report = notebook_runner.run_notebook(work / NOTEBOOK.name, out_dir=work / "out",
                                               html=False)
-        produced = load_loss_file(report.file(lossfile.FILENAME))
+        saved = report.file(lossfile.FILENAME)
+        if saved is None:
+            raise SystemExit(f"the notebook saved no {lossfile.FILENAME}")
+        produced = load_loss_file(saved)
         rows.append((f"notebook execution ({report.duration:.0f} s) vs grader re-run",
                      max_rel(produced, base)))
     finally:
@@ -72,7 +80,8 @@ def main() -> None:
     print("| comparison | max relative difference |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value:.3g} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

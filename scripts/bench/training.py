@@ -1,4 +1,4 @@
-"""Benchmarks for the data and training side (figures quoted in the README).
+"""Benchmarks for the data and training side (figures in docs/benchmarks.md).
 
 1. Synthetic dataset generation time at the default size (no cache).
 2. Each overfit check on the reference, through `capgrade check --only` (the
@@ -8,7 +8,7 @@
    (colour, shape) the caption names is an object in the image, and how often
    every named pair is.
 
-    .venv/bin/python scripts/bench_training.py [--epochs 8] [--train 2000]
+    .venv/bin/python scripts/bench.py training [--epochs 8] [--train 2000]
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from grader.course import dataset, encoder, synthetic
+from grader.course.training import decode_captions, train_captioner
+from grader.worker.loader import load_module
 
-from grader.course import dataset, encoder, synthetic  # noqa: E402
-from grader.course.training import decode_captions, train_captioner  # noqa: E402
-from grader.worker.loader import load_module  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bench_generation(n_train: int, n_val: int) -> None:
@@ -87,14 +86,14 @@ def bench_short_training(epochs: int, n_train: int, threads: int) -> None:
         print(f"  sampled: {sample}\n  truth:   {truth}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=["data", "overfit", "train"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if "data" not in args.skip:
         bench_generation(2000, 200)
         bench_generation(10000, 500)
@@ -102,7 +101,8 @@ def main() -> None:
         bench_overfit()
     if "train" not in args.skip:
         bench_short_training(args.epochs, args.train, args.threads)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

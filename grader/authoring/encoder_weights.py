@@ -2,8 +2,8 @@
 
 Grading never downloads, and a randomly initialised RegNet's block4 features
 barely tell colours apart and not shapes at all (a linear probe on single-shape
-images: colour 33%, shape 28%, chance 17% / 25%; ``scripts/probe_encoder.py``),
-so nothing trained on them could caption. This script trains RegNet-X 400MF (the
+images: colour 33%, shape 28%, chance 17% / 25%; docs/design.md, "Encoder"),
+so nothing trained on them could caption. This trains RegNet-X 400MF (the
 course's architecture and ImageNet normalisation) to say, for each cell of the
 4x4 feature grid, which colour and shape has its centre there (or none), on
 freshly generated synthetic images; then it sets the batch-norm statistics from
@@ -12,7 +12,8 @@ one large batch and writes the weights in float16 to
 expected values: committed, and the grader only reads it. The committed file
 came from the defaults (3000 steps, 743 s on 2 threads, held-out cells 96.6%).
 
-    .venv/bin/python scripts/train_encoder.py [--steps 3000] [--batch 48] [--threads 2]
+    .venv/bin/python -m grader.authoring.encoder_weights [--steps 3000] [--batch 48] \
+        [--threads 2]
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ import torchvision
 from torch import nn
 from torchvision.models import feature_extraction
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from grader.course import encoder, synthetic
 
-from grader.course import encoder, synthetic  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 OUT = ROOT / "grader" / "course" / "data" / "encoder_synthetic.pt"
 GRID, CELL = 4, synthetic.IMAGE_SIZE / 4
@@ -51,7 +51,7 @@ def batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]
     return encoder.normalise(images), target
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3000)
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=encoder.ENCODER_SEED)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -105,7 +105,8 @@ def main() -> None:
                 "seed": args.seed, "held_out_object_accuracy": accuracy,
                 "held_out_empty_accuracy": empty}, OUT)
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.1f} MB) in {time.monotonic() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

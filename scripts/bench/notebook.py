@@ -5,7 +5,7 @@ line (`capgrade run-notebook`) in a subprocess, as an instructor would, and
 then the three notebook checks (`capgrade check --only notebook`), which add
 the grader's own re-run of the notebook's training.
 
-    .venv/bin/python scripts/bench_notebook.py [--repeat 1]
+    .venv/bin/python scripts/bench.py notebook [--repeat 1]
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from bench_check import timed  # noqa: E402 - a sibling script, not a package
+from scripts.bench.check import timed
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py notebook", description=__doc__)
     parser.add_argument("--repeat", type=int, default=1)
-    repeat = parser.parse_args().repeat
+    repeat = parser.parse_args(argv).repeat
     work = Path(tempfile.mkdtemp(prefix="capgrade-bench-"))
     try:
         shutil.copy(ROOT / "reference" / "rnn_lstm_captioning.py", work)
@@ -41,7 +41,8 @@ def main() -> None:
                   f"(all: {', '.join(f'{t:.1f}' for t in times)})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

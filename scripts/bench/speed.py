@@ -15,7 +15,7 @@ temporary git worktree and run with this venv's Python) and this working tree.
   the student-style and buggy solutions of tests/solutions), public + hidden +
   overfit, ``--no-notebook``, ``--workers`` as given: wall time per submission.
 
-    .venv/bin/python scripts/bench_speed.py --old 0f6d0c9 [--repeat 3] [--batch 20]
+    .venv/bin/python scripts/bench.py speed --old 0f6d0c9 [--repeat 3] [--batch 20]
         [--only cli,notebook,overfit,otter,batch] [--json OUT]
 """
 
@@ -31,10 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tests import buggy  # the buggy solutions are stored as edits
 
-from tests import buggy  # noqa: E402  (the buggy solutions are stored as edits)
+ROOT = Path(__file__).resolve().parents[2]
 
 REFERENCE = ROOT / "reference" / "rnn_lstm_captioning.py"
 
@@ -115,8 +114,8 @@ def batch(cwd: Path, subs: Path, count: int, workers: int) -> dict[str, float]:
     return {f"batch of {count}, per submission (s)": wall / count}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", required=True, help="the commit to compare with")
     parser.add_argument("--submission", type=Path, default=REFERENCE)
@@ -125,7 +124,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", default="cli,notebook,overfit,otter,batch")
     parser.add_argument("--json", type=Path, default=None, help="also write every time here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     wanted = set(args.only.split(","))
     sub = args.submission.resolve()
     times: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
@@ -166,7 +165,8 @@ def main() -> None:
         if key in times["old"]:
             o, n = statistics.median(times["old"][key]), statistics.median(times["new"][key])
             print(f"| {key} | {o:.2f} | {n:.2f} | {o / n:.1f}x |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
