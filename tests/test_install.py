@@ -140,7 +140,8 @@ def test_no_pwd_or_resource_imports_and_check_says_use_wsl(tmp_path: Path) -> No
         "sys.meta_path.insert(0, _Block())\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
     probe = subprocess.run(
-        [sys.executable, "-c", "import grader.sandbox.host as s, grader.harness.engine, grader.cli; "
+        [sys.executable, "-c",
+         "import grader.sandbox.host as s, grader.harness.engine, grader.cli; "
          "assert s.pwd is None and s.resource is None; print(s.unsupported_reason())"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert probe.returncode == 0, probe.stderr

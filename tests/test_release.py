@@ -25,6 +25,7 @@ from grader.harness.engine import catalogue
 from grader.integrations import classroom, pins
 from tests import freshvenv
 from tests.conftest import REFERENCE, ROOT, STUB
+from tests.corpus import Call
 
 pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
 
@@ -32,21 +33,56 @@ HIDDEN = ROOT / ex.HIDDEN_PATH
 MODULE = "rnn_lstm_captioning.py"
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("release") / "release"
-    release.build_release(out)
-    return out
+def release_in_a_fresh_venv(folder: Path) -> dict:
+    """In the corpus's pool: the release built, installed in a fresh venv by the workflow's
+    own install step, and each part's command-grader step run on the reference in it."""
+    bundle = folder / "release"
+    release.build_release(bundle)
+    bin_dir = freshvenv.make(folder / "venv" / "v")
+    subprocess.run(["bash", "-e", "-c", _workflow_runs(bundle)["Install capgrade"]],
+                   cwd=bundle, check=True, env=freshvenv.environment(bin_dir),
+                   capture_output=True)
+    graders = [s for s in _steps(bundle) if s.get("uses") == classroom.COMMAND_GRADER]
+    work = folder / "solved"
+    shutil.copytree(bundle, work)
+    shutil.copy(REFERENCE, work / MODULE)
+    env = {"PATH": freshvenv.environment(bin_dir)["PATH"], "HOME": str(folder),
+           "FORCE_COLOR": "true"}
+
+    def run(command: str, cwd: Path) -> dict:
+        done = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, env=env,
+                              capture_output=True, text=True)
+        return {"command": command, "returncode": done.returncode,
+                "output": done.stdout[-1500:] + done.stderr}
+
+    # Two at a time, as the machine has cores: each part's verdict is its own.
+    with ThreadPoolExecutor(max_workers=2) as steps:
+        solved = list(steps.map(lambda s: run(s["with"]["command"], work), graders))
+    # And a part left undone scores nothing: its command fails.
+    return {"steps": solved, "undone": run(graders[0]["with"]["command"], bundle)}
+
+
+RELEASE = Call("tests.test_release:release_in_a_fresh_venv")
+
+
+def corpus_jobs(items: list[pytest.Item]) -> list[Call]:
+    return [RELEASE] if any("bundle" in i.fixturenames for i in items) else []
 
 
 @pytest.fixture(scope="module")
-def venv_bin(bundle, tmp_path_factory) -> Path:
+def release_run(corpus) -> dict:
+    return corpus.result(RELEASE)
+
+
+@pytest.fixture(scope="module")
+def bundle(corpus, release_run) -> Path:
+    return corpus.folder(RELEASE) / "release"
+
+
+@pytest.fixture(scope="module")
+def venv_bin(corpus, release_run) -> Path:
     """A fresh venv with the release's wheel installed by the workflow's own install step."""
-    bin_dir = freshvenv.make(tmp_path_factory.mktemp("venv") / "v")
-    steps = _workflow_runs(bundle)
-    subprocess.run(["bash", "-e", "-c", steps["Install capgrade"]], cwd=bundle, check=True,
-                   env=freshvenv.environment(bin_dir), capture_output=True)
-    return bin_dir
+    return corpus.folder(RELEASE) / "venv" / "v" / "bin"
 
 
 def _members(folder: Path):
@@ -207,7 +243,7 @@ def test_the_workflow_is_valid_and_its_commands_run(bundle, venv_bin, tmp_path):
         assert text.startswith("## capgrade:") and text.count("\n| `") == len(cases)
 
 
-def test_the_grader_steps_score_the_parts(bundle, venv_bin, tmp_path):
+def test_the_grader_steps_score_the_parts(bundle, release_run):
     """Each part's command-grader step, run verbatim as the action runs it (/bin/sh -c, PATH
     and HOME only) in the release's own venv: the reference earns every part."""
     graders = [s for s in _steps(bundle) if s.get("uses") == classroom.COMMAND_GRADER]
@@ -215,25 +251,11 @@ def test_the_grader_steps_score_the_parts(bundle, venv_bin, tmp_path):
     assert parts == list(classroom.PARTS)
     public = [c for c in catalogue() if c["visibility"] == "public" and c["group"] in parts]
     assert sum(s["with"]["max-score"] for s in graders) == sum(c["points"] for c in public)
-    work = tmp_path / "solved"
-    shutil.copytree(bundle, work)
-    shutil.copy(REFERENCE, work / MODULE)
-    env = {"PATH": freshvenv.environment(venv_bin)["PATH"], "HOME": str(tmp_path),
-           "FORCE_COLOR": "true"}
-
-    def run(step: dict) -> tuple[str, subprocess.CompletedProcess]:
-        command = step["with"]["command"]
-        return command, subprocess.run(["/bin/sh", "-c", command], cwd=work, env=env,
-                                       capture_output=True, text=True)
-
-    # Two at a time, as the machine has cores: each part's verdict is its own.
-    with ThreadPoolExecutor(max_workers=2) as steps:
-        for command, done in steps.map(run, graders):
-            assert done.returncode == 0, f"{command}: {done.stdout[-1500:]}{done.stderr}"
-    # And a part left undone scores nothing: its command fails.
-    undone = subprocess.run(["/bin/sh", "-c", graders[0]["with"]["command"]], cwd=bundle,
-                            env=env, capture_output=True, text=True)
-    assert undone.returncode == 1
+    assert [s["command"] for s in release_run["steps"]] == [
+        s["with"]["command"] for s in graders]
+    for step in release_run["steps"]:
+        assert step["returncode"] == 0, f"{step['command']}: {step['output']}"
+    assert release_run["undone"]["returncode"] == 1
 
 
 def test_the_committed_starter_matches_what_release_writes(bundle):

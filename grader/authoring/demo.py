@@ -13,6 +13,7 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import torch
 from rich.console import Console
@@ -33,7 +34,10 @@ def _describe(value: object) -> str:
     return repr(value)
 
 
-def _with_params(module: torch.nn.Module, inputs: dict, names: list[str]) -> torch.nn.Module:
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def _with_params(module: M, inputs: dict, names: list[str]) -> M:
     with torch.no_grad():
         for name in names:
             getattr(module, name).copy_(inputs.pop(name))

@@ -57,13 +57,14 @@ def _span(source: str, qualname: str) -> tuple[int, int]:
     """Character offsets of the function or method ``qualname`` ("Class.method") in source."""
     tree = ast.parse(source)
     parts, body = qualname.split("."), tree.body
-    node: ast.AST | None = None
+    node: ast.FunctionDef | ast.ClassDef | None = None
     for part in parts:
         node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
                      and n.name == part), None)
         if node is None:
             raise MutationError(f"no function {qualname!r} in the reference")
         body = node.body
+    assert node is not None  # str.split gives at least one part
     lines = source.splitlines(keepends=True)
     start = sum(len(line) for line in lines[:node.lineno - 1])
     end = sum(len(line) for line in lines[:node.end_lineno])

@@ -72,7 +72,7 @@ import sys
 
 if "google.colab" in sys.modules:
     try:
-        import grader  # noqa: F401
+        import grader
     except ImportError:  # install the capgrade release uploaded next to the notebook
         wheels = sorted(glob.glob("capgrade-*.whl"))
         if not wheels:

@@ -79,9 +79,10 @@ def find_regions(lines: list[str]) -> list[Region]:
 
 def _task_text(body: list[str]) -> list[str]:
     """The 'Task:' comment and the comment lines that continue it."""
-    if not body or not TASK.match(body[0]):
+    first = TASK.match(body[0]) if body else None
+    if not first:
         return []
-    text = [TASK.match(body[0])["text"]]
+    text = [first["text"]]
     for line in body[1:]:
         comment = COMMENT.match(line)
         if not comment:

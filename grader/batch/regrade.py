@@ -3,15 +3,18 @@ same cause strikes twice in a row (``needs-attention``, for an instructor)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from grader.results import RunStatus
+
+if TYPE_CHECKING:
+    import sqlite3
 
 NEEDS_REGRADE = RunStatus.NEEDS_REGRADE
 NEEDS_ATTENTION = RunStatus.NEEDS_ATTENTION
 
 
-def _reusable(row: Any) -> bool:
+def _reusable(row: sqlite3.Row | None) -> TypeGuard[sqlite3.Row]:
     """A stored grade another identical submission may take over (never a needs-regrade)."""
     return row is not None and row["status"] not in (NEEDS_REGRADE, NEEDS_ATTENTION)
 

@@ -272,12 +272,14 @@ def _entry_for(student: str, copy: _Copy) -> Entry:
     # The notebook and the loss file belong next to the module; else anywhere in its folder
     # when it is the folder's only copy.
     alone = copy.module.parent == copy.root or len(_modules(copy.root)) <= 1
-    notebook: Path | None = module.parent / NOTEBOOK_FILE
-    if not notebook.is_file():
-        notebook = find_file(copy.root, NOTEBOOK_FILE) if alone else None
-    loss: Path | None = module.parent / LOSS_FILE
-    if not loss.is_file():
-        loss = find_file(copy.root, LOSS_FILE) if alone else None
+
+    def beside_or_alone(name: str) -> Path | None:
+        path = module.parent / name
+        if path.is_file():
+            return path
+        return find_file(copy.root, name) if alone else None
+
+    notebook, loss = beside_or_alone(NOTEBOOK_FILE), beside_or_alone(LOSS_FILE)
     entry.module = str(module)
     entry.notebook = str(notebook) if notebook else None
     entry.loss_file = str(loss) if loss else None

@@ -13,16 +13,25 @@ Tolerances, and why:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from grader.protocol import INPUT
 
-F64 = {"rtol": 1e-8, "atol": 1e-10}
-F32 = {"rtol": 1e-5, "atol": 1e-6}
-NUMERIC = {"rtol": 1e-5, "atol": 1e-7}
-LOSS32 = {"rtol": 1e-5, "atol": 1e-5}
 
-def tol(dtype: str) -> dict[str, float]:
+class Tolerance(TypedDict):
+    """``close``'s two bounds, passed as ``**F64``."""
+
+    rtol: float
+    atol: float
+
+
+F64: Tolerance = {"rtol": 1e-8, "atol": 1e-10}
+F32: Tolerance = {"rtol": 1e-5, "atol": 1e-6}
+NUMERIC: Tolerance = {"rtol": 1e-5, "atol": 1e-7}
+LOSS32: Tolerance = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def tol(dtype: str) -> Tolerance:
     return F64 if dtype == "float64" else F32
 
 
@@ -44,7 +53,8 @@ def scaled(value: dict, factor: float) -> dict:
 
 def randn(seed: int, *shapes: tuple[int, ...], dtype: str = "float64") -> list[dict]:
     """Tensors drawn in order from one generator, like the course's manual_seed + randn."""
-    drawn = {"seed": seed, "shapes": [list(s) for s in shapes], "dtype": dtype}
+    drawn: dict[str, Any] = {"seed": seed, "shapes": [list(s) for s in shapes],
+                             "dtype": dtype}
     return [spec("randn", i, **drawn) for i in range(len(shapes))]
 
 
@@ -87,7 +97,7 @@ def call(submission, what: str, probe: str, **params):
     return require_ok(submission.call(probe, **params), what, subject_of(probe, params))
 
 
-def check_grads(expect, grads: dict, what: str, tolerance: dict[str, float],
+def check_grads(expect, grads: dict, what: str, tolerance: Tolerance,
                 outputs: Any = None) -> None:
     """Compare autograd gradients, naming a cut graph for what it is.
 

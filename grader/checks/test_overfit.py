@@ -15,6 +15,8 @@ reference is at hand (a student's own run) the check says it is unverified.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from grader.checks.inputs import call, spec, subject_of
@@ -45,8 +47,8 @@ def started_together(request: pytest.FixtureRequest, submission, device):
     Each worker is a fresh sandbox with the student's module, one thread, the same
     inputs: the same losses as one after the other, in less wall time.
     """
-    cells = [item.callspec.params["cell"] for item in request.session.items
-             if getattr(item, "originalname", "") == "test_overfit"]
+    cells = [str(item.callspec.params["cell"]) for item in request.session.items
+             if isinstance(item, pytest.Function) and item.originalname == "test_overfit"]
     started: dict = {}
     if side_by_side(len(cells), device):
         for cell in cells:
@@ -71,7 +73,7 @@ def test_overfit(submission, device, cell, started_together, grading, secrets, r
             submission.retire()  # the function checks' worker gives its memory back first
         out = call(submission, what, "overfit", timeout=timeout, **_params(cell, device))
     out = out if isinstance(out, dict) else {}
-    losses = out.get("losses")
+    losses: Any = out.get("losses")  # a list of floats once judge finds no problem
     problem = overfit.judge(losses, setup)  # the student's own claim may cost points ...
     if problem:
         raise CheckFailure(problem)
@@ -96,7 +98,7 @@ def verify(reference, secrets, cell: str, parameters: object, supply=None) -> di
     setup = overfit.SETUPS[cell]
     if not isinstance(parameters, list):
         return {"loss": None, "given": 0}
-    params = dict(cell_type=cell, dims=setup.dims, vocab=overfit.vocab(),
+    params: dict[str, Any] = dict(cell_type=cell, dims=setup.dims, vocab=overfit.vocab(),
                   images=spec("overfit_data", "images", cell=cell),
                   captions=spec("overfit_data", "captions", cell=cell),
                   batch_size=setup.batch_size, parameters=parameters, bound=setup.bound)

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from grader import sandbox
 from grader.harness.channel import (
@@ -38,6 +38,9 @@ from grader.harness.workers import Worker as _Worker
 from grader.harness.workers import WorkerSupply, forking
 from grader.protocol import INPUT, TOO_LARGE, ErrorInfo, Op, Request
 from grader.sandbox import cgroup, resources
+
+if TYPE_CHECKING:
+    from grader.sandbox.forkserver import ForkedProcess
 
 IMPORT_TIMEOUT = 120.0
 CALL_TIMEOUT = 15.0
@@ -59,8 +62,8 @@ class Submission:
         self.sandbox: sandbox.Sandbox | None = None
         self._worker: _Worker | None = None
         self._launched: _Worker | None = None  # started ahead, not yet given the submission
-        self._stderr = None
-        self.proc: subprocess.Popen | None = None
+        self._stderr: IO[bytes] | None = None
+        self.proc: subprocess.Popen | ForkedProcess | None = None
         self.import_outcome: Outcome | None = None
         #: The first failed import of this file by this proxy or a sibling, shared among them:
         #: an import that failed once is not retried by any of them (no second 120 s wait).

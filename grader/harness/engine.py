@@ -99,19 +99,19 @@ def _run(request: GradingRequest, supply: WorkerSupply | None = None,
     plugin = GradingPlugin(request, supply=supply)
     result = SubmissionResult(submission=str(path), environment=environment_fingerprint())
     if not path.is_file():
-        result.status, result.message = RunStatus.MISSING_FILE.value, f"no such file: {path}"
+        result.status, result.message = RunStatus.MISSING_FILE, f"no such file: {path}"
         return result, plugin
     problem = request.selection_problem()
     if problem is not None:  # before a worker starts: the caller's mistake, said as one
-        result.status, result.message = RunStatus.NO_CHECKS.value, problem
+        result.status, result.message = RunStatus.NO_CHECKS, problem
         return result, plugin
     unsupported = sandbox.unsupported_reason()
     if unsupported is not None:  # native Windows: no worker can start, no check runs
-        result.status, result.message = RunStatus.ENVIRONMENT_ERROR.value, unsupported
+        result.status, result.message = RunStatus.ENVIRONMENT_ERROR, unsupported
         return result, plugin
     hidden = request.hidden_values()
     if request.hidden and not request.record and not hidden.is_file():
-        result.status = RunStatus.NO_HIDDEN_VALUES.value
+        result.status = RunStatus.NO_HIDDEN_VALUES
         result.message = (f"hidden expected values not found at {hidden}: pass "
                           "--hidden-expected PATH (the instructors' "
                           "reference/expected/hidden.safetensors, written by `capgrade build` in "
@@ -150,18 +150,18 @@ def _run(request: GradingRequest, supply: WorkerSupply | None = None,
     broken = imported is not None and _broken_environment(plugin.submission)
     if broken:  # the installation's fault: no verdict on the submission at all
         result.checks = []
-        result.status, result.message = RunStatus.ENVIRONMENT_ERROR.value, broken
+        result.status, result.message = RunStatus.ENVIRONMENT_ERROR, broken
     elif imported is not None and not imported.ok and imported.failure is None:
         err = imported.error
-        result.status = RunStatus.IMPORT_ERROR.value
+        result.status = RunStatus.IMPORT_ERROR
         where = f" (line {err.frames[-1]['line']})" if err.frames else ""
         result.message = student_text(
             f"importing the submission failed: {err.type}: {err.message}{where}", MESSAGE_CAP)
     elif code == pytest.ExitCode.NO_TESTS_COLLECTED:
-        result.status = RunStatus.NO_CHECKS.value
+        result.status = RunStatus.NO_CHECKS
         result.message = _nothing_selected(request)
     elif code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
-        result.status = RunStatus.GRADER_ERROR.value
+        result.status = RunStatus.GRADER_ERROR
         result.message = f"the check catalogue failed ({code})"
     return result, plugin
 
@@ -193,7 +193,7 @@ class InProgress:
             if cid in judged:
                 continue
             entry = plugin.rubric[cid]
-            done.append(CheckResult(id=cid, status=Status.ERROR.value, score=0.0,
+            done.append(CheckResult(id=cid, status=Status.ERROR, score=0.0,
                                     max_score=float(entry["points"]),
                                     visibility=entry.get("visibility", "public"),
                                     message=message, target=entry.get("target", ""),

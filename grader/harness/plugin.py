@@ -14,7 +14,7 @@ of comparing; the engine writes those values.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -44,7 +44,8 @@ def check_id(item: pytest.Item) -> str:
 
 def check_group(item: pytest.Item) -> str:
     """The part of the assignment a check belongs to: its module's name without test_."""
-    return item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    module = cast(pytest.Function, item).module  # every check is a test function
+    return module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
 
 
 def check_location(item: pytest.Item) -> tuple[str, int]:
@@ -57,9 +58,9 @@ def check_location(item: pytest.Item) -> tuple[str, int]:
     root = Path(__file__).resolve().parents[2]  # the folder holding the grader package
     path = Path(item.path).resolve()
     try:
-        lines, start = inspect.getsourcelines(inspect.unwrap(item.function))
+        lines, start = inspect.getsourcelines(inspect.unwrap(cast(pytest.Function, item).function))
     except (AttributeError, OSError, TypeError):
-        lines, start = [], item.location[1] + 1
+        lines, start = [], (item.location[1] or 0) + 1
     line = start + next((i for i, text in enumerate(lines)
                          if text.lstrip().startswith(("def ", "async def "))), 0)
     return (path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name), line
@@ -227,12 +228,16 @@ class GradingPlugin:
                                     f"{', '.join(sorted(set(self.request.groups) - known))} "
                                     f"(groups: {', '.join(sorted(known))})")
         keyword_selected = bool(self.request.only)
-        keep, drop = [], []
+        keep: list[pytest.Function] = []  # every check is a test function
+        drop: list[pytest.Item] = []
         for item in items:
             entry = self.rubric[check_id(item)]
             item.add_marker(pytest.mark.points(entry["points"]))
             item.add_marker(pytest.mark.visibility(entry.get("visibility", "public")))
-            (keep if self._wanted(item, keyword_selected) else drop).append(item)
+            if self._wanted(item, keyword_selected):
+                keep.append(cast(pytest.Function, item))
+            else:
+                drop.append(item)
         if drop:
             config.hook.pytest_deselected(items=drop)
         self.order = {check_id(item): index for index, item in enumerate(keep)}
@@ -283,7 +288,7 @@ class GradingPlugin:
         file, line = check_location(item)
         return CheckResult(
             id=check_id(item),
-            status=status.value,
+            status=status,
             score=points if status is Status.PASSED else
             round(points * credit, 4) if status is Status.FAILED else 0.0,
             max_score=points,
@@ -345,7 +350,7 @@ def read_losses(request: pytest.FixtureRequest, secrets: tuple[Path, ...]):
 
 
 @pytest.fixture(scope="session")
-def submission(request: pytest.FixtureRequest) -> Submission:
+def submission(request: pytest.FixtureRequest) -> Submission | None:
     """The worker proxy the engine launched for this request (the engine closes it)."""
     return _plugin(request).submission
 

@@ -93,7 +93,8 @@ class GradingRequest:
 
     def for_submission(self, submission: Path, **paths: Path | None) -> GradingRequest:
         """This request for one submission (with its own loss file, notebook, output)."""
-        return replace(self, submission=submission, **paths)
+        changes: dict[str, Any] = dict(paths)  # each a Path | None field of the request
+        return replace(self, submission=submission, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for a process pool or a Dask worker)."""

@@ -243,11 +243,11 @@ class _Reader(ast.NodeVisitor):
                 pairs += list(zip(target.elts, node.value.elts, strict=True))
             else:
                 pairs.append((target, node.value))
-        for target, value in pairs:
+        for name, value in pairs:
             dotted = self._dotted(value)
-            if isinstance(target, ast.Name) and dotted is not None and \
-                    dotted.split(".")[0] in _LIBRARIES and "." not in target.id:
-                self.aliases[target.id] = dotted
+            if isinstance(name, ast.Name) and dotted is not None and \
+                    dotted.split(".")[0] in _LIBRARIES and "." not in name.id:
+                self.aliases[name.id] = dotted
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 class Worker:
     """One sandboxed worker process, started and waiting for its first request."""
 
+    # Set by ``launch`` once the process runs: the pipes to it and the channel over them.
+    requests: Connection
+    replies: Connection
+    channel: Channel
+
     def __init__(self, cuda: bool, secrets: tuple[Path, ...]):
         self.key = (cuda, secrets)
         self.tmp = tempfile.TemporaryDirectory(prefix="capgrade-worker-")

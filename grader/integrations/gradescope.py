@@ -14,6 +14,7 @@ checks, a grader failure a zero with the reason, never a missing file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -157,10 +158,8 @@ def _listing(folder: Path, limit: int = 20) -> str:
 def _protect(source: Path, hidden: Path) -> None:
     """Root's alone, whatever setup.sh did: the sandbox user must not read the hidden values."""
     for path, mode in ((source, 0o700), (hidden, 0o600)):
-        try:
+        with contextlib.suppress(OSError):
             os.chmod(path, mode)
-        except OSError:
-            pass
 
 
 def grade(root: Path, progress: Any = None) -> dict[str, Any]:

@@ -120,13 +120,16 @@ class _Kernel:
 
     def answers(self, within: float) -> bool:
         """Interrupt the kernel; True if it is idle again (state kept) within ``within`` s."""
-        c = self.client
+        # nbclient's are the async manager and client (typed as the sync ones); None when
+        # the kernel is gone: the AttributeError below answers False.
+        km: Any = self.client.km
+        kc: Any = self.client.kc
         try:
-            run_sync(c.km.interrupt_kernel)()
-            msg_id = c.kc.kernel_info()
+            run_sync(km.interrupt_kernel)()
+            msg_id = kc.kernel_info()
             deadline = time.monotonic() + within
             while time.monotonic() < deadline:
-                reply = run_sync(c.kc.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
+                reply = run_sync(kc.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
                 if reply["parent_header"].get("msg_id") == msg_id:
                     return True
         except Exception:

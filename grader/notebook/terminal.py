@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -16,8 +16,10 @@ def notebook_table(report: Any, stream: TextIO | None = None) -> None:
     """A grader.notebook.runner.NotebookReport as a per-cell table and where its files are."""
     console = Console(file=stream if stream is not None else sys.stdout)
     table = Table(title=Text(str(report.notebook)), title_justify="left")
-    for name, justify in (("cell", "right"), ("status", "left"), ("s", "right"),
-                          ("first line", "left"), ("message", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("cell", "right"), ("status", "left"), ("s", "right"), ("first line", "left"),
+        ("message", "left"))
+    for name, justify in columns:
         table.add_column(name, justify=justify, overflow="fold")
     styles = {"ok": "green", "skipped": "yellow"}
     for c in report.cells:

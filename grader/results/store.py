@@ -92,7 +92,7 @@ class Store:
         cur = self.db.execute("INSERT INTO runs (started, grading_key, options) VALUES (?, ?, ?)",
                               (time.time(), grading_key, json.dumps(options, sort_keys=True)))
         self.db.commit()
-        return int(cur.lastrowid)
+        return _inserted_id(cur)
 
     def finish_run(self, run_id: int) -> None:
         self.db.execute("UPDATE runs SET finished = ? WHERE id = ?", (time.time(), run_id))
@@ -131,7 +131,7 @@ class Store:
                 (run_id, entry["student"], entry["source"], entry.get("content_hash", ""),
                  grading_key, status, message, score, max_score, seconds, time.time(),
                  json.dumps(result) if result is not None else None, json.dumps(entry)))
-            grade_id = int(cur.lastrowid)
+            grade_id = _inserted_id(cur)
             for c in (result or {}).get("checks", []):
                 self.db.execute(
                     "INSERT INTO checks (grade_id, check_id, status, score, max_score, "
@@ -155,3 +155,10 @@ class Store:
             return int(self.db.execute("SELECT COUNT(*) FROM grades").fetchone()[0])
         return int(self.db.execute("SELECT COUNT(*) FROM grades WHERE run_id = ?",
                                    (run_id,)).fetchone()[0])
+
+
+def _inserted_id(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just made (sqlite3 sets it after every INSERT)."""
+    if cur.lastrowid is None:
+        raise sqlite3.DatabaseError("the INSERT made no row")
+    return cur.lastrowid

@@ -15,8 +15,9 @@ from grader.results import STATUSES, CheckResult, RunStatus, Status, SubmissionR
 from grader.results.order import notebook_order
 from grader.results.text import _measured, _num, _total, clean, first_line, review_note
 
-STATUS_STYLES = {Status.PASSED: "green", Status.FAILED: "red", Status.ERROR: "magenta",
-                 Status.SKIPPED: "dim", Status.ADVISORY: "yellow"}
+STATUS_STYLES: dict[str, str] = {
+    Status.PASSED: "green", Status.FAILED: "red", Status.ERROR: "magenta",
+    Status.SKIPPED: "dim", Status.ADVISORY: "yellow"}
 
 
 

@@ -274,10 +274,8 @@ class Sandbox:
         if pid is not None:
             inits = _children(pid)
             for child in inits:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(child, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
             _wait_dead(inits, seconds=10.0)
             kill_group(pid)
             _kill_carrying({self.id})

@@ -66,7 +66,8 @@ class ForkedProcess:
     """A worker forked by the server, with the part of ``subprocess.Popen`` the harness uses."""
 
     def __init__(self, server: ForkServer, pid: int):
-        self.server, self.pid, self.returncode = server, pid, None
+        self.server, self.pid = server, pid
+        self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:

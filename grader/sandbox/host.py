@@ -73,7 +73,8 @@ def namespace_flags() -> tuple[str, ...] | None:
             "--mount-proc")
     flags = base if os.geteuid() == 0 else ("--user", "--map-root-user", *base)
     try:
-        done = subprocess.run(["unshare", *flags, "true"], capture_output=True, timeout=20)
+        done = subprocess.run(["unshare", *flags, "true"], capture_output=True, timeout=20,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return flags if done.returncode == 0 else None

@@ -28,6 +28,7 @@ steps, around its own ``unshare(2)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import signal
@@ -101,10 +102,9 @@ def _read_only(path: str) -> None:
     for bit, flag in _KEPT_FLAGS.items():
         if current & bit:
             flags |= flag
-    try:
+    # A host that refuses it: the unprivileged user cannot write there anyway.
+    with contextlib.suppress(OSError):
         _mount(None, path, None, flags)
-    except OSError:
-        pass  # a host that refuses it: the unprivileged user cannot write there anyway
 
 
 def reveal(blocked: str, entries: list[str], mode: str = "755", options: str = COVER_OPTIONS,
@@ -116,17 +116,17 @@ def reveal(blocked: str, entries: list[str], mode: str = "755", options: str = C
     as a link. Entries are read-only, but for those that are or hold a
     ``writable`` path (the sandbox's home).
     """
-    held = []
+    held: list[tuple[str, int | str]] = []  # (entry, its O_PATH descriptor or its link)
     for entry in entries:
         if os.path.islink(entry):
-            held.append((entry, None, os.readlink(entry)))
+            held.append((entry, os.readlink(entry)))
         else:
-            held.append((entry, os.open(entry, os.O_PATH), None))
+            held.append((entry, os.open(entry, os.O_PATH)))
     _mount("capgrade-open", blocked, "tmpfs", flags, f"mode={mode},{options}")
-    for entry, fd, link in held:
+    for entry, fd in held:
         os.makedirs(os.path.dirname(entry), exist_ok=True)
-        if fd is None:
-            os.symlink(link, entry)
+        if isinstance(fd, str):
+            os.symlink(fd, entry)
             continue
         if os.path.isdir(f"/proc/{os.getpid()}/fd/{fd}"):
             os.makedirs(entry, exist_ok=True)
@@ -148,10 +148,8 @@ def drop_foreign_homes(own: str | None) -> None:
 
     for _, point, fstype, source, _ in reversed(mounts()):
         if fstype == "tmpfs" and source == HOME_SOURCE and point != own:
-            try:
+            with contextlib.suppress(OSError):
                 unmount(point)
-            except OSError:
-                pass
 
 
 def drop_to(uid: int, gid: int) -> None:

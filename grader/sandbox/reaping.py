@@ -91,10 +91,8 @@ def _kill_carrying(ids: set[str]) -> None:
         except OSError:
             continue
         if found:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 
@@ -124,7 +122,5 @@ def kill_group(pid: int | None) -> None:
     """SIGKILL the process group led by ``pid`` (started with start_new_session)."""
     if pid is None:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

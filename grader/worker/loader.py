@@ -46,5 +46,5 @@ def load_submission(path: str | Path, name: str = MODULE_NAME,
     module = load_module(path, name)
     if allow_imagenet is not None:
         encoder.ALLOW_IMAGENET = allow_imagenet
-    module.ImageEncoder = encoder.ImageEncoder
+    vars(module)["ImageEncoder"] = encoder.ImageEncoder  # the module's global name
     return module

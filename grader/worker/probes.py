@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -67,7 +68,8 @@ def _encoder_of(model: nn.Module) -> nn.Module | None:
 
 def _captioning_model(m, cell_type: str, vocab: dict, dims: dict, fill: str,
                       ignore_index: int | None, device: str, dtype: str | None,
-                      gain: float = 1.0, require_layers: bool = True) -> nn.Module:
+                      gain: float = 1.0, require_layers: bool = True) -> Any:
+    """The student's CaptioningRNN (Any: its own methods, ``sample``, are not nn.Module's)."""
     with contextlib.redirect_stdout(io.StringIO()):
         model = _resolve(m, "CaptioningRNN")(
             vocab, **dims, cell_type=cell_type, image_encoder_pretrained=False,
@@ -145,7 +147,8 @@ def captioning_sample(m, cell_type: str, vocab: dict, dims: dict, images: torch.
         if inputs and isinstance(inputs[0], torch.Tensor):
             fed.append(inputs[0].detach().cpu().clone())
 
-    hooks = [sub.register_forward_hook(record) for sub in model.modules()
+    modules: list[nn.Module] = list(model.modules())
+    hooks = [sub.register_forward_hook(record) for sub in modules
              if isinstance(embedding_cls, type) and isinstance(sub, embedding_cls)]
     try:
         result = model.sample(_to(images, device, dtype), max_length=max_length)
@@ -252,7 +255,7 @@ def trained_loss(m, cell_type: str, dims: dict, vocab: dict, images: torch.Tenso
                 value = value.t() if transposed else value
                 target.copy_(value.reshape(target.shape).to(target.dtype))
             loss = float(model(images.clone(), captions.clone()))
-            if loss == loss and (best is None or loss < best):
+            if not math.isnan(loss) and (best is None or loss < best):
                 best = loss
             if bound is not None and best is not None and best <= bound:
                 break
@@ -322,9 +325,9 @@ def tour(m) -> dict:
                                        + [f"w{i}" for i in range(8)])}
     images = torch.rand(2, 3, 112, 112, generator=torch.Generator().manual_seed(7))
     dims = {"input_dim": 400, "wordvec_dim": 6, "hidden_dim": 5}
-    models: dict[str, nn.Module] = {}
+    models: dict[str, Any] = {}
 
-    def model_for(cell: str) -> nn.Module:
+    def model_for(cell: str) -> Any:
         # Seeded weights, as sample_hidden: a real decoder's words are not all <NULL>.
         if cell not in models:
             models[cell] = _captioning_model(m, cell, words, dims, "seeded", 0, "cpu", None,

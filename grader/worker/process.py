@@ -53,7 +53,8 @@ class CappedText(io.TextIOBase):
     """A text sink that keeps the first ``cap`` characters and counts the rest."""
 
     def __init__(self, cap: int = OUTPUT_CAP):
-        self.cap, self.parts, self.kept, self.dropped = cap, [], 0, 0
+        self.cap, self.kept, self.dropped = cap, 0, 0
+        self.parts: list[str] = []
 
     def writable(self) -> bool:
         return True
@@ -225,10 +226,8 @@ def _undumpable() -> None:
     """Keep same-user processes (the student's) from ptrace-ing or reading our memory."""
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not Linux
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except (OSError, AttributeError):  # not Linux
-        pass
 
 
 def broker(requests: Connection, replies: Connection, to_student: Connection,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -137,9 +138,10 @@ def _notebook_training() -> dict[str, Any]:
     return {"images": images, "captions": captions, "vocab": data["vocab"]["token_to_idx"]}
 
 
-BUILDERS = {"randn": _randn, "randint": _randint, "course": _course, "captions": _captions,
-            "embedding_indices": _embedding_indices, "loss_targets": _loss_targets,
-            "overfit_data": _overfit_data, "notebook_training": _notebook_training}
+BUILDERS: dict[str, Callable[..., Any]] = {
+    "randn": _randn, "randint": _randint, "course": _course, "captions": _captions,
+    "embedding_indices": _embedding_indices, "loss_targets": _loss_targets,
+    "overfit_data": _overfit_data, "notebook_training": _notebook_training}
 
 
 def from_wire(value: Any, cache: dict[str, Any] | None = None) -> Any:
