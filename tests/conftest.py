@@ -33,9 +33,18 @@ def _declares(item: pytest.Item) -> bool:
             and "corpus" in getattr(item, "fixturenames", ()))
 
 
+def _phase(item: pytest.Item) -> int:
+    """0: runs beside the corpus's pool; 1: reads the corpus; 2: needs the machine to itself."""
+    if _declares(item):
+        return 1
+    return 2 if item.get_closest_marker("alone") else 0
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The corpus's readers run first, while its gradings fill both cores."""
-    items[:] = [i for i in items if _declares(i)] + [i for i in items if not _declares(i)]
+    """While the corpus's gradings fill both cores, the tests that do not mind company run
+    (this process would only wait otherwise); then the corpus's readers, whose gradings are
+    mostly done by then; then, the pool gone, the tests marked ``alone``."""
+    items.sort(key=_phase)  # stable: each phase keeps the files' order
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

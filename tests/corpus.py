@@ -6,8 +6,9 @@ instead of grading themselves. A grading is keyed by the submission's text and
 its options, so the first asker pays and every later one reads the result. A
 test module declares what it will ask for in ``corpus_jobs(items)``; conftest
 starts those jobs when collection ends, two at a time on the machine's cores,
-runs the modules that declared jobs first, and closes the pool after the last
-of their tests, so no later (timing-sensitive) test shares the CPUs with it.
+runs the tests that do not mind company beside them, then the readers, and
+closes the pool after the last reader, so no test marked ``alone`` (machine-wide
+process scans, memory counters, timings) shares the machine with it.
 """
 
 from __future__ import annotations

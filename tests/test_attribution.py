@@ -33,6 +33,9 @@ from grader.sandbox import resources
 from grader.sandbox.resources import CpuUsage
 from tests.hostile import Hostile
 
+# Alone: it scans the whole machine, or times itself, so it runs after the corpus's pool.
+pytestmark = pytest.mark.alone
+
 ATTACKED = "rnn_step_forward_public"
 HONEST = "word_embedding_public"
 S = 1_000_000_000  # ns

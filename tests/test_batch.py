@@ -25,7 +25,8 @@ from tests.hostile import BY_NAME as HOSTILE
 from tests.test_hostile import any_sandboxed_pids
 from tests.variants import by_name, write_variant
 
-pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # grades whole submissions in sandboxed workers;
+# alone: it scans the whole machine, or times itself, so it runs after the corpus's pool
 
 BUGGY = "rnn_step_no_tanh"  # a realistic bug (tests/variants.py)
 FAST = GradingRequest(hidden=True)  # public + hidden checks

@@ -27,7 +27,8 @@ from grader.integrations import lms
 from grader.results.store import Store
 from tests.conftest import REFERENCE, STUB
 
-pytestmark = pytest.mark.slow  # grades a class through the batch pool
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # grades a class through the batch pool;
+# alone: it scans the whole machine, or times itself, so it runs after the corpus's pool
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = "rnn_lstm_captioning.py"

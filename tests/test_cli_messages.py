@@ -19,6 +19,9 @@ import pytest
 
 from grader.contract import MODULE_FILE
 
+# Alone: it scans the whole machine, or times itself, so it runs after the corpus's pool.
+pytestmark = pytest.mark.alone
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "reference" / MODULE_FILE
 #: Said before grading: no worker, no torch import (a few seconds at most on a busy machine).

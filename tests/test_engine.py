@@ -119,6 +119,7 @@ def test_import_failure_still_gives_a_complete_report(tmp_path):
 
 
 @pytest.mark.slow  # every check that calls rnn_forward waits out its 4 s timeout
+@pytest.mark.alone  # and the others must finish within it
 def test_infinite_loop_in_one_function_fails_only_its_checks(tmp_path):
     path = variant(tmp_path, "    hs, cache = [], []\n", "    while True:\n        pass\n")
     r = run_checks(path, timeout=4)

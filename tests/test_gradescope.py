@@ -21,7 +21,8 @@ from tests.conftest import REFERENCE, ROOT
 from tests.hostile import BY_NAME as HOSTILE
 from tests.test_hostile import any_sandboxed_pids
 
-pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # grades whole submissions in sandboxed workers;
+# alone: it scans the whole machine, or times itself, so it runs after the corpus's pool
 
 HIDDEN = ROOT / ex.HIDDEN_PATH
 MODULE = "rnn_lstm_captioning.py"

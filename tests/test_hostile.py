@@ -28,7 +28,8 @@ from grader.harness.engine import run_checks
 from tests.conftest import REFERENCE, STUB
 from tests.hostile import ATTACKED, BY_NAME, CASES, HONEST, ONLY, Hostile
 
-pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # grades whole submissions in sandboxed workers;
+# alone: it scans the whole machine, or times itself, so it runs after the corpus's pool
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUND = 120.0  # seconds any one case may take, start to finish
@@ -57,7 +58,7 @@ def any_sandboxed_pids() -> set[int]:
     """
     from grader.sandbox import forkserver
 
-    own = forkserver.HOLDER.server.proc.pid if forkserver.running() else None
+    own = forkserver.holder().server.proc.pid if forkserver.running() else None
     marker = f"{sandbox.SANDBOX_ID_VAR}=".encode()
     found = set()
     for entry in filter(str.isdigit, os.listdir("/proc")):
@@ -74,12 +75,12 @@ def any_sandboxed_pids() -> set[int]:
 
 def leftover_dirs(since: int) -> list[Path]:
     """The temp dirs of the sandboxes created after ``since`` that still exist."""
-    return [home.parent for _, home in sandbox.STARTED[since:] if home.parent.exists()]
+    return [home.parent for _, home in sandbox.started()[since:] if home.parent.exists()]
 
 
 def wait_for_no_sandbox(since: int, seconds: float = 10.0) -> list[int]:
     """Wait until no process of the sandboxes created after ``since`` is left."""
-    ids = [i for i, _ in sandbox.STARTED[since:]]
+    ids = [i for i, _ in sandbox.started()[since:]]
     deadline = time.monotonic() + seconds
     while (left := sandbox_pids(ids)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -138,7 +139,7 @@ def test_hostile_submission_is_contained(case: Hostile, tmp_path, base_verdicts,
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     grader_files = {p: _sha(p) for p in (ROOT / "grader").glob("*.py")}
-    started = len(sandbox.STARTED)
+    started = len(sandbox.started())
     path = case.write(tmp_path, port=str(listener.getsockname()[1]),
                       secret_dir=str(REFERENCE.parent), out_dir=str(out_dir),
                       marker_name=marker_name)
@@ -359,7 +360,7 @@ def degraded(monkeypatch):
 def test_without_namespaces_the_verdicts_are_the_same(name, tmp_path, base_verdicts, listener,
                                                       degraded):
     case = BY_NAME[name]
-    started = len(sandbox.STARTED)
+    started = len(sandbox.started())
     path = case.write(tmp_path, port=str(listener.getsockname()[1]))
     result = run_checks(path, only=ONLY, timeout=case.timeout)
     checks = {c.id: c for c in result.checks}

@@ -37,6 +37,9 @@ from grader.harness.engine import run_checks
 from grader.sandbox import home_tmpfs
 from tests.conftest import REFERENCE
 
+# Alone: it scans the whole machine, or times itself, so it runs after the corpus's pool.
+pytestmark = pytest.mark.alone
+
 ONLY = "rnn_step_forward_public"
 MIB = 1 << 20
 #: The documented default caps (``grader.sandbox.TMP_SIZE``, ``HOME_SIZE``).
@@ -412,7 +415,7 @@ def test_nothing_of_the_graded_sandboxes_is_left_on_the_host(snooped):
     for sandbox_id in ids:
         group = cgroup.path(sandbox_id)
         assert group is None or not group.exists()
-    homes = {os.path.realpath(home) for i, home in sandbox.STARTED if i in ids}
+    homes = {os.path.realpath(home) for i, home in sandbox.started() if i in ids}
     assert len(homes) == 3 and not homes & home_tmpfs._home_mounts()
 
 

@@ -26,6 +26,9 @@ from grader.sandbox import resources
 from tests.conftest import REFERENCE, ROOT
 from tests.corpus import Call
 
+# Alone: it scans the whole machine, or times itself, so it runs after the corpus's pool.
+pytestmark = pytest.mark.alone
+
 NO_CGROUPS = cgroups_usable()
 needs_cgroups = pytest.mark.skipif(bool(NO_CGROUPS), reason=NO_CGROUPS or "")
 CAPGRADE = [sys.executable, "-c", "import sys; from grader.cli import main; sys.exit(main())"]

@@ -20,7 +20,8 @@ from tests.conftest import REFERENCE
 from tests.test_hostile import leftover_dirs, wait_for_no_sandbox
 from tests.variants import by_name, write_variant
 
-pytestmark = pytest.mark.slow  # grades whole submissions in sandboxed workers
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # grades whole submissions in sandboxed workers;
+# alone: it scans the whole machine, or times itself, so it runs after the corpus's pool
 
 ONLY = "rnn_step or rnn_forward"
 
@@ -82,7 +83,7 @@ def test_a_warm_worker_gives_the_cold_verdicts(tmp_path):
 
 
 def test_each_submission_gets_the_warm_worker_in_a_fresh_sandbox(tmp_path, warm):
-    started = len(sandbox.STARTED)
+    started = len(sandbox.started())
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()

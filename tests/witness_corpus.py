@@ -197,7 +197,7 @@ def trained_elsewhere() -> dict[str, list]:
     from grader.worker.loader import load_submission
 
     name = "capgrade_witness_trained_elsewhere"
-    allowed = encoder.ALLOW_IMAGENET
+    allowed = encoder.state().allow_imagenet
     try:
         ref = load_submission(REFERENCE, name, allow_imagenet=False)
         found = {}
@@ -214,7 +214,7 @@ def trained_elsewhere() -> dict[str, list]:
                            if id(p) not in skip]
         return found
     finally:
-        encoder.ALLOW_IMAGENET = allowed
+        encoder.state().allow_imagenet = allowed
         sys.modules.pop(name, None)
 
 

@@ -12,11 +12,14 @@ Run: ``python -m grader.authoring.notebook_calibration`` (about 3 minutes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from grader.settings import WORKER_THREADS
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "reference" / "rnn_lstm_captioning.py"
@@ -31,19 +34,11 @@ def rerun(threads: str, seed: int | None = None) -> dict[str, list[float]]:
     from grader.checks import test_notebook as tn
     from grader.harness.client import Submission
 
-    os.environ["CAPGRADE_WORKER_THREADS"] = threads
-    if seed is not None:  # another seed: the same code trained from another initialisation
-        import dataclasses
-
-        from grader.notebook import support as ns
-        original = ns.GRADING
-        ns.GRADING = dataclasses.replace(original, seed=seed)
-    try:
-        with Submission(REFERENCE, timeout=300) as sub:
-            return tn.grader_losses(sub)
-    finally:
-        if seed is not None:
-            ns.GRADING = original
+    os.environ[WORKER_THREADS] = threads
+    # Another seed: the same code trained from another initialisation.
+    run = tn.GRADING if seed is None else dataclasses.replace(tn.GRADING, seed=seed)
+    with Submission(REFERENCE, timeout=300) as sub:
+        return tn.grader_losses(sub, run=run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     base = rerun("1")
     rows = [("grader re-run, again (1 thread)", max_rel(rerun("1"), base)),
             ("grader re-run with 2 threads", max_rel(rerun("2"), base))]
-    os.environ["CAPGRADE_WORKER_THREADS"] = "1"
+    os.environ[WORKER_THREADS] = "1"
     work = Path(tempfile.mkdtemp(prefix="capgrade-calibrate-"))
     try:
         shutil.copy(REFERENCE, work / REFERENCE.name)

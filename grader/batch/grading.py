@@ -43,6 +43,7 @@ from grader.batch.submissions import Entry, discover
 from grader.harness.request import GradingRequest
 from grader.results import RunStatus
 from grader.results.store import Store
+from grader.settings import PARALLEL_TRAININGS, SETTINGS
 
 STORE_NAME = "grades.sqlite"
 #: A row the grading machine could not judge: never a grade, retried by the next run.
@@ -100,7 +101,7 @@ def grade_entry(entry: dict[str, Any], options: dict[str, Any], out_dir: str,
     opts = GradingRequest.from_dict(options)
     start = time.monotonic()
     # Submissions are graded side by side: each one's overfit trainings one after the other.
-    os.environ.setdefault("CAPGRADE_PARALLEL_TRAININGS", "1")
+    os.environ.setdefault(PARALLEL_TRAININGS, "1")
     supply = process_workers()
     supply.keep_warm = warm  # on: the next submission's worker warms up beside this one
     if not warm:
@@ -159,18 +160,15 @@ def warm_up(options: dict[str, Any], warm: bool) -> None:
     supply.prepare(opts.device.startswith("cuda"), grading_secrets(hidden_path(opts)))
 
 
-#: This grading process's ``WorkerSupply`` (made on first use): a pool process grades many
-#: submissions with one, its spare warming beside each (``warm_up``, ``grade_entry``).
-_WORKERS: list[Any] = []
-
-
 def process_workers() -> Any:
-    """The ``WorkerSupply`` this grading process grades its submissions with."""
+    """The ``WorkerSupply`` this grading process grades its submissions with.
+
+    One per process (made on first use): a pool process grades many submissions with
+    it, its spare warming beside each (``warm_up``, ``grade_entry``).
+    """
     from grader.harness.workers import WorkerSupply
 
-    if not _WORKERS:
-        _WORKERS.append(WorkerSupply())
-    return _WORKERS[0]
+    return SETTINGS.one(WorkerSupply)
 
 
 class _LocalPool:

@@ -104,9 +104,8 @@ def test_notebook_writes_losses(notebook_run, read_losses):
         raise CheckFailure(f"{lossfile.FILENAME} written in grading mode: " + "; ".join(problems))
 
 
-def grader_losses(submission, device: str = "cpu") -> dict[str, list[float]]:
+def grader_losses(submission, device: str = "cpu", run=GRADING) -> dict[str, list[float]]:
     """The grader's own run of the notebook's grading-mode training, on the submitted module."""
-    run = GRADING
     losses = {}
     for cell in CELL_TYPES:
         out = call(submission, f"training CaptioningRNN ({cell}) as the notebook does", "overfit",

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from grader.course import synthetic
+from grader.settings import SETTINGS
 
 COCO_ENV = "CAPGRADE_COCO"
 CACHE_ENV = "CAPGRADE_CACHE"
@@ -31,8 +32,8 @@ class DataError(Exception):
 
 def cache_dir() -> Path:
     """$CAPGRADE_CACHE, else $XDG_CACHE_HOME/capgrade, else ~/.cache/capgrade."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+    if SETTINGS.cache:
+        return Path(SETTINGS.cache)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "capgrade"
 
@@ -136,7 +137,7 @@ def load_synthetic(n_train: int = 2000, n_val: int = 200, seed: int = 0,
 def load_data(path: str | Path | None = None, n_train: int = 2000, n_val: int = 200,
               seed: int = 0, verbose: bool = True) -> dict:
     """The course's coco.pt if ``path`` or $CAPGRADE_COCO names one, else synthetic data."""
-    path = path or os.environ.get(COCO_ENV)
+    path = path or SETTINGS.coco
     if path:
         data = load_coco(path)
         source = f"course data from {path}"

@@ -41,11 +41,11 @@ import torchvision
 from torch import nn
 from torchvision.models import feature_extraction
 
+from grader.settings import SETTINGS
+
 ENCODER_SEED = 498
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as the course
 SYNTHETIC_WEIGHTS = Path(__file__).resolve().parent / "data" / "encoder_synthetic.pt"
-#: Set to False by the worker: grading always uses the packaged weights.
-ALLOW_IMAGENET = True
 
 
 def local_pretrained_weights() -> Path | None:
@@ -137,18 +137,29 @@ def _template() -> torchvision.models.RegNet:
     return cnn
 
 
-#: One memo per open ``memoised_features()`` block, the innermost last.
-_MEMOS: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+class EncoderState:
+    """This process's encoder switches: one per process (``state()``)."""
+
+    def __init__(self) -> None:
+        #: Set to False by the worker: grading always uses the packaged weights.
+        self.allow_imagenet = True
+        #: One memo per open ``memoised_features()`` block, the innermost last.
+        self.memos: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+
+
+def state() -> EncoderState:
+    """The process's one ``EncoderState`` (kept on ``grader.settings.SETTINGS``)."""
+    return SETTINGS.one(EncoderState)
 
 
 @contextlib.contextmanager
 def memoised_features() -> Iterator[None]:
     """Within this block a frozen encoder computes each distinct batch's features once."""
-    _MEMOS.append([])
+    state().memos.append([])
     try:
         yield
     finally:
-        _MEMOS.pop()
+        state().memos.pop()
 
 
 class ImageEncoder(nn.Module):
@@ -159,7 +170,7 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, pretrained: bool = True, verbose: bool = True):
         super().__init__()
-        checkpoint = local_pretrained_weights() if pretrained and ALLOW_IMAGENET else None
+        checkpoint = local_pretrained_weights() if pretrained and state().allow_imagenet else None
         cnn = copy.deepcopy(_template())  # a copy: no init to redo, no global RNG drawn
         if checkpoint is not None:
             cnn.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
@@ -191,12 +202,13 @@ class ImageEncoder(nn.Module):
             return torch.stack([t.sum() for t in tensors] + [t.abs().sum() for t in tensors])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        frozen = bool(_MEMOS) and not images.requires_grad \
+        memos = state().memos
+        frozen = bool(memos) and not images.requires_grad \
             and not any(m.training for m in self.modules()) \
             and not any(p.requires_grad for p in self.parameters())
         if not frozen:
             return self._features(images)
-        memo = _MEMOS[-1]
+        memo = memos[-1]
         weights = self._fingerprint()
         for key, fingerprint, features in memo:
             if (key.shape == images.shape and key.dtype == images.dtype

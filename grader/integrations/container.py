@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.settings import NAMESPACES
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
@@ -174,7 +176,7 @@ def run_limited(argv: list[str], env: dict[str, str], memory: int | None = None,
     ``cold``: drop the page cache first (see ``drop_page_cache``); ``quiet``: discard
     the command's standard output.
     """
-    env = {**env, "CAPGRADE_SANDBOX_NAMESPACES": "0"}  # as in Gradescope's Docker
+    env = {**env, NAMESPACES: "0"}  # as in Gradescope's Docker
     group, why_not = None, ""
     if memory or cpus:
         try:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grader.settings import AUTOGRADER_ROOT, PYTHON
 from grader.usage import UsageError
 
 
@@ -67,8 +68,7 @@ def run_trial(bundle: Path, trial: Path, memory: str | None = None,
         root = Path(tmp) / "autograder"
         script = gradescope.unpack_for_trial(bundle, root)
         shutil.copytree(trial, root / "submission", dirs_exist_ok=True)
-        env = {**os.environ, "CAPGRADE_AUTOGRADER_ROOT": str(root),
-               "CAPGRADE_PYTHON": sys.executable}
+        env = {**os.environ, AUTOGRADER_ROOT: str(root), PYTHON: sys.executable}
         if limit or cpus:
             run = run_limited(["bash", str(script)], env, memory=limit, cpus=cpus, cold=True)
         else:

@@ -74,21 +74,22 @@ from grader.sandbox.host import (
 )
 from grader.sandbox.limits import GIB, HOME_SIZE, MIB, TMP_SIZE, Limits
 from grader.sandbox.reaping import (
-    STARTED,
     _children,
     _kill_carrying,
     _wait_dead,
     kill_all_started,
     kill_group,
     release_all_started,
+    started,
 )
 from grader.sandbox.view import ETC_ENTRIES, view_plan
+from grader.settings import SETTINGS
 
 #: The public API, re-exported from the modules that hold it (``grader.sandbox.X``).
 __all__ = ["BASE_LAYERS", "DEFAULT_SECRETS", "ETC_ENTRIES", "HOME_SIZE", "OUTSIDE_OPTIONS",
-           "OWN_UIDS", "PACKAGE_ROOT", "SANDBOX_ID_VAR", "STARTED", "TMP_SIZE", "Limits",
+           "OWN_UIDS", "PACKAGE_ROOT", "SANDBOX_ID_VAR", "TMP_SIZE", "Limits",
            "Sandbox", "kill_all_started", "kill_group", "mount_home", "namespace_flags",
-           "release_all_started", "scrubbed_environment", "unprivileged_ids",
+           "release_all_started", "scrubbed_environment", "started", "unprivileged_ids",
            "unsupported_reason"]
 
 #: The layers every sandbox has.
@@ -112,7 +113,7 @@ class Sandbox:
     _uid: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        STARTED.add(self.id, self.home)
+        started().add(self.id, self.home)
 
     def user(self) -> tuple[int, int, str] | None:
         """(uid, gid, name) the sandbox runs as, or None (no user switch on this host).
@@ -124,7 +125,7 @@ class Sandbox:
         a submission graded beside it from starting.
         """
         ids = unprivileged_ids()
-        if ids is None or not self.own_user or "CAPGRADE_SANDBOX_USER" in os.environ:
+        if ids is None or not self.own_user or SETTINGS.sandbox_user is not None:
             return ids
         if self._uid is None:
             self._uid = OWN_UIDS.start + randbelow(len(OWN_UIDS))
@@ -244,7 +245,7 @@ class Sandbox:
             return "not Linux"
         if os.geteuid() != 0:
             return "only root can mount its tmpfs"
-        if os.environ.get("CAPGRADE_SANDBOX_HOME_QUOTA", "1") == "0":
+        if not SETTINGS.sandbox_home_quota:
             return "turned off (CAPGRADE_SANDBOX_HOME_QUOTA=0)"
         try:
             mount_home(self.home, self.limits.home_size)

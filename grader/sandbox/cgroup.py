@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.settings import SETTINGS
+
 PREFIX = "capgrade-"
 _PROBE = PREFIX + "probe-"
 
@@ -166,7 +168,7 @@ def _v2_parent(own: Path) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _parent() -> tuple[Hierarchy | None, Path | None, str]:
-    if os.environ.get("CAPGRADE_SANDBOX_CGROUP", "1") == "0":
+    if not SETTINGS.sandbox_cgroup:
         return None, None, "turned off (CAPGRADE_SANDBOX_CGROUP=0)"
     found = hierarchy()
     if found is None:
@@ -277,7 +279,8 @@ class _Seen:
         self.final: dict[str, MemoryEvents] = {}
 
 
-SEEN = _Seen()
+def _seen() -> _Seen:
+    return SETTINGS.one(_Seen)
 
 
 def _number(text: str | None) -> int | None:
@@ -298,12 +301,13 @@ def _v1_hits(group: Path) -> int:
         peak = _number(_read(group / f"memory.{kind}max_usage_in_bytes"))
         limit = _number(_read(group / f"memory.{kind}limit_in_bytes"))
         if peak is not None and limit is not None and peak >= limit - AT_LIMIT:
-            SEEN.hits[str(group)] = SEEN.hits.get(str(group), 0) + 1
+            seen = _seen()
+            seen.hits[str(group)] = seen.hits.get(str(group), 0) + 1
             for reset in ("", "memsw."):
                 with contextlib.suppress(OSError):
                     (group / f"memory.{reset}max_usage_in_bytes").write_text("0")
             break
-    return hits + SEEN.hits.get(str(group), 0)
+    return hits + _seen().hits.get(str(group), 0)
 
 
 def _events(group: Path) -> MemoryEvents | None:
@@ -317,7 +321,7 @@ def _events(group: Path) -> MemoryEvents | None:
                         _counter(local, "oom"))
 
 
-#: How many removed groups' final counters ``SEEN.final`` keeps.
+#: How many removed groups' final counters ``_seen().final`` keeps.
 _FINAL_KEPT = 4096
 
 
@@ -325,7 +329,7 @@ def events(sandbox_id: str) -> MemoryEvents | None:
     """The sandbox group's counters now, or as they were when it was removed; None: no group."""
     group = path(sandbox_id)
     now = _events(group) if group is not None else None
-    return now if now is not None else SEEN.final.get(sandbox_id)
+    return now if now is not None else _seen().final.get(sandbox_id)
 
 
 def oom_kills(sandbox_id: str) -> int | None:
@@ -370,11 +374,12 @@ def remove(sandbox_id: str, seconds: float = 5.0) -> bool:
         return True
     kill_all(sandbox_id)
     final = _events(group)
-    SEEN.hits.pop(str(group), None)
+    seen = _seen()
+    seen.hits.pop(str(group), None)
     if final is not None:
-        SEEN.final[sandbox_id] = final
-        while len(SEEN.final) > _FINAL_KEPT:
-            del SEEN.final[next(iter(SEEN.final))]
+        seen.final[sandbox_id] = final
+        while len(seen.final) > _FINAL_KEPT:
+            del seen.final[next(iter(seen.final))]
     deadline = time.monotonic() + seconds
     while True:
         try:

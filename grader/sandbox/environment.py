@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from grader.sandbox.host import PACKAGE_ROOT, torch_home
+from grader.settings import SETTINGS, WORKER_THREADS
 
 SANDBOX_ID_VAR = "CAPGRADE_SANDBOX_ID"
 
 
 def scrubbed_environment(home: str | Path, **extra: str) -> dict[str, str]:
     """The only variables student code sees; ``home`` is its cwd, HOME and TMPDIR."""
-    threads = os.environ.get("CAPGRADE_WORKER_THREADS", "1")
+    threads = SETTINGS.worker_threads
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(home),
@@ -24,7 +24,7 @@ def scrubbed_environment(home: str | Path, **extra: str) -> dict[str, str]:
         # One thread by default: workers run side by side in batch grading, and the
         # grader's re-run of a notebook's training must use the notebook's count.
         "OMP_NUM_THREADS": threads,
-        "CAPGRADE_WORKER_THREADS": threads,
+        WORKER_THREADS: threads,
         # Where the grader's encoder looks for already-downloaded weights.
         "TORCH_HOME": str(torch_home()),
     }

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from grader import sandbox
+from grader.settings import SETTINGS
 
 #: The environment variable the fork server starts with, rewritten in place in each
 #: fork (``_stamp_environ``): ``/proc/PID/environ`` shows the block the exec made.
@@ -218,13 +219,14 @@ class ServerHolder:
         self.disabled = False
 
 
-#: The one holder of this process (see ``ServerHolder``).
-HOLDER = ServerHolder()
+def holder() -> ServerHolder:
+    """This process's one ``ServerHolder`` (kept on ``grader.settings.SETTINGS``)."""
+    return SETTINGS.one(ServerHolder)
 
 
 def enabled() -> bool:
     """On unless ``CAPGRADE_FORKSERVER=0`` or it failed here (then each worker is a new Python)."""
-    return not HOLDER.disabled and os.environ.get("CAPGRADE_FORKSERVER", "1") != "0" \
+    return not holder().disabled and SETTINGS.forkserver \
         and sys.platform.startswith("linux") and hasattr(socket, "send_fds")
 
 
@@ -233,10 +235,11 @@ def failed() -> bool:
 
     Returns whether fork servers are now off here (workers start as a new Python).
     """
-    HOLDER.failures += 1
-    HOLDER.disabled = HOLDER.failures >= 2
+    held = holder()
+    held.failures += 1
+    held.disabled = held.failures >= 2
     shutdown()
-    return HOLDER.disabled
+    return held.disabled
 
 
 def server_environment() -> dict[str, str]:
@@ -250,25 +253,28 @@ def server_environment() -> dict[str, str]:
 def get() -> ForkServer:
     """This process's fork server, started (not waited for) if there is none or it died."""
     env = server_environment()
-    with HOLDER.lock:
-        if HOLDER.server is not None and (not HOLDER.server.alive() or HOLDER.server.env != env):
-            HOLDER.server.close()
-            HOLDER.server = None
-        if HOLDER.server is None:
-            HOLDER.server = ForkServer(env)
-        return HOLDER.server
+    held = holder()
+    with held.lock:
+        if held.server is not None and (not held.server.alive() or held.server.env != env):
+            held.server.close()
+            held.server = None
+        if held.server is None:
+            held.server = ForkServer(env)
+        return held.server
 
 
 def running() -> bool:
-    return HOLDER.server is not None and HOLDER.server.alive()
+    server = holder().server
+    return server is not None and server.alive()
 
 
 def shutdown() -> None:
     """Stop this process's fork server, if any: its torch must not sit beside a notebook's."""
-    with HOLDER.lock:
-        if HOLDER.server is not None:
-            HOLDER.server.close()
-            HOLDER.server = None
+    held = holder()
+    with held.lock:
+        if held.server is not None:
+            held.server.close()
+            held.server = None
 
 
 atexit.register(shutdown)

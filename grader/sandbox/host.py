@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from grader.settings import SETTINGS
+
 try:  # POSIX only: the package must still import on Windows, to say what is missing there
     import pwd
     import resource
@@ -67,7 +69,7 @@ DEFAULT_SECRETS = project_secrets()
 def namespace_flags() -> tuple[str, ...] | None:
     """``unshare`` options that work on this host (tried once), or None."""
     if not sys.platform.startswith("linux") or shutil.which("unshare") is None \
-            or os.environ.get("CAPGRADE_SANDBOX_NAMESPACES", "1") == "0":
+            or not SETTINGS.sandbox_namespaces:
         return None
     base = ("--net", "--ipc", "--uts", "--mount", "--pid", "--fork", "--kill-child",
             "--mount-proc")
@@ -127,9 +129,9 @@ def _needed_paths() -> list[Path]:
 @functools.lru_cache(maxsize=1)
 def unprivileged_ids() -> tuple[int, int, str] | None:
     """(uid, gid, name) to run student code as, when the grader is root and that can work."""
-    if pwd is None or os.geteuid() != 0 or os.environ.get("CAPGRADE_SANDBOX_USER") == "":
+    if pwd is None or os.geteuid() != 0 or SETTINGS.sandbox_user == "":
         return None
-    name = os.environ.get("CAPGRADE_SANDBOX_USER", "nobody")
+    name = SETTINGS.sandbox_user or "nobody"
     try:
         entry = pwd.getpwnam(name)
     except KeyError:

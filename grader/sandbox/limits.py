@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from grader.settings import SETTINGS
 
 try:  # POSIX only: the package must still import on Windows, to say what is missing there
     import resource
@@ -21,27 +22,19 @@ HOME_SIZE = 512 * MIB
 TMPFS_INODES = 65536
 
 
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(float(os.environ.get(name, default)))
-    except ValueError:
-        return default
-
-
 @dataclass
 class Limits:
     """Resource limits of one sandbox; ``CAPGRADE_SANDBOX_MEMORY`` / ``_CPU`` override."""
 
-    memory: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_MEMORY", 10 * GIB))
-    cpu_seconds: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_CPU", 1800))
+    memory: int = field(default_factory=lambda: SETTINGS.sandbox_memory(10 * GIB))
+    cpu_seconds: int = field(default_factory=lambda: SETTINGS.sandbox_cpu(1800))
     processes: int = 256  # threads count as processes
     file_size: int = 256 * 1024 * 1024
     open_files: int = 1024
     #: Bytes each private /tmp, /var/tmp and /dev/shm tmpfs holds at most.
-    tmp_size: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_TMP_SIZE", TMP_SIZE))
+    tmp_size: int = field(default_factory=lambda: SETTINGS.sandbox_tmp_size(TMP_SIZE))
     #: Bytes the home holds at most (its quota), where its tmpfs can be mounted.
-    home_size: int = field(default_factory=lambda: _env_int("CAPGRADE_SANDBOX_HOME_SIZE",
-                                                            HOME_SIZE))
+    home_size: int = field(default_factory=lambda: SETTINGS.sandbox_home_size(HOME_SIZE))
 
     def pairs(self, cuda: bool, processes: int | None) -> list[str]:
         pairs = [f"cpu={self.cpu_seconds}", f"fsize={self.file_size}",

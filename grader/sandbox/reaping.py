@@ -1,6 +1,6 @@
 """Ending sandboxes: killing their processes, and the registry of those this process started.
 
-The registry (``STARTED``) is process-wide on purpose: what a sandbox planned
+The registry (``started()``) is process-wide on purpose: what a sandbox planned
 on the host (a home's tmpfs, a cgroup) must be undone at exit even when no
 object that planned it is left (``release_all_started``, registered with
 ``atexit``), the emergency stop (``kill_all_started``) needs every id, and tests
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from grader.sandbox.environment import SANDBOX_ID_VAR
 from grader.sandbox.home_tmpfs import _home_mounts, release_home
+from grader.settings import SETTINGS
 
 
 class StartedSandboxes:
@@ -44,8 +45,9 @@ class StartedSandboxes:
         return iter(list(self._entries))
 
 
-#: (id, home) of the sandboxes this process created: tests look for their leftovers.
-STARTED = StartedSandboxes()
+def started() -> StartedSandboxes:
+    """(id, home) of the sandboxes this process created: tests look for their leftovers."""
+    return SETTINGS.one(StartedSandboxes)
 
 
 def kill_all_started() -> None:
@@ -53,7 +55,7 @@ def kill_all_started() -> None:
 
     Their homes' tmpfs and cgroups go too (nothing is copied back).
     """
-    _kill_carrying({i for i, _ in STARTED})
+    _kill_carrying({i for i, _ in started()})
     release_all_started()
 
 
@@ -67,7 +69,7 @@ def release_all_started() -> None:
     from grader.sandbox import cgroup
 
     mounted = _home_mounts()
-    for sandbox_id, home in list(STARTED):
+    for sandbox_id, home in list(started()):
         group = cgroup.path(sandbox_id)
         if group is not None and group.is_dir():
             cgroup.remove(sandbox_id)

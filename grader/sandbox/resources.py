@@ -21,6 +21,7 @@ from pathlib import Path
 
 from grader.sandbox.cpu_usage import CpuUsage, _read
 from grader.sandbox.cpu_usage import tree_usage as tree_usage  # read as resources.tree_usage
+from grader.settings import SETTINGS
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Exit signals of a sandboxed process that may mean the host's limits (never on their own).
@@ -121,12 +122,8 @@ def parallel_trainings() -> int:
     container cannot hold three times beside the fork server (measured: two
     out-of-memory kills), so under ``SIDE_BY_SIDE_MEMORY`` they run in turn.
     """
-    value = os.environ.get("CAPGRADE_PARALLEL_TRAININGS")
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            pass
+    if SETTINGS.parallel_trainings is not None:
+        return SETTINGS.parallel_trainings
     if memory_tight():
         return 1
     return max(1, min(3, int(available_cpus())))

@@ -45,6 +45,6 @@ def load_submission(path: str | Path, name: str = MODULE_NAME,
 
     module = load_module(path, name)
     if allow_imagenet is not None:
-        encoder.ALLOW_IMAGENET = allow_imagenet
+        encoder.state().allow_imagenet = allow_imagenet
     vars(module)["ImageEncoder"] = encoder.ImageEncoder  # the module's global name
     return module

@@ -45,6 +45,7 @@ from grader.protocol import (
     Request,
     receive,
 )
+from grader.settings import SETTINGS
 
 OUTPUT_CAP = 20_000  # characters of student stdout/stderr kept per request
 
@@ -139,7 +140,7 @@ def serve(requests: Connection, replies: Connection) -> None:
     student_file = os.path.abspath(first.path)
     # One thread by default: workers run side by side in batch grading, and OpenMP
     # spin-waiting under contention slows small ops by orders of magnitude.
-    torch.set_num_threads(int(os.environ.get("CAPGRADE_WORKER_THREADS", "1")))
+    torch.set_num_threads(int(SETTINGS.worker_threads))
     # Full-precision matmuls on CUDA too, so tolerances hold on every device.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
