@@ -17,15 +17,13 @@ that the grader's limits still hold above it:
 - ``remove`` kills whatever is still inside, keeps its final counters and
   removes the group, when the sandbox is killed.
 
-Whose memory ran out: a process killed because the *sandbox's* limit was
-reached is the student's outcome ("your code used more than N GiB"); only the
-host or the grader's own container running out is the grader's.
-``events(sandbox_id)`` reads the sandbox group's own counters (kept after the
-group is gone, so a harness that reads them after killing the sandbox still
-can) and ``killed_by_own_limit(before, after)`` compares two readings. Note
-that ``/proc/vmstat``'s ``oom_kill`` counts every kill on the machine, the
-sandbox's included, and that v2's ``memory.events`` of the grader's own group
-counts its descendants' too: ask this module first.
+Whose memory ran out: a kill at the *sandbox's* limit is the student's outcome
+("your code used more than N GiB"); only the host or the grader's own container
+running out is the grader's. ``events(sandbox_id)`` reads the group's own
+counters (kept after the group is gone, for a harness that reads them after the
+kill) and ``killed_by_own_limit(before, after)`` compares two readings.
+``/proc/vmstat``'s ``oom_kill`` counts every kill on the machine, and v2's
+``memory.events`` of the grader's group its descendants': ask this module first.
 
 Where no group can be made, ``parent()`` says why and the sandbox records that
 it has none (``Sandbox.layers``); nothing else changes.
@@ -39,7 +37,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.settings import SETTINGS
@@ -268,15 +266,15 @@ def _counter(text: str | None, key: str) -> int:
 AT_LIMIT = 2 << 20
 
 
+@dataclass
 class _Seen:
-    """What this process saw of its sandboxes' groups that their files do not keep (one, on
-    purpose: counters are asked for by id after a group's removal; a v1 hit counts once seen)."""
+    """What this process saw of its groups that their files do not keep (one per process:
+    counters are asked for by id after a group's removal; a v1 hit counts once seen)."""
 
-    def __init__(self) -> None:
-        #: v1: limit hits seen by ``_events`` (a peak at the limit, then reset), by group folder.
-        self.hits: dict[str, int] = {}
-        #: Final counters of the groups removed so far, by sandbox id (the newest ones).
-        self.final: dict[str, MemoryEvents] = {}
+    #: v1: limit hits seen by ``_events`` (a peak at the limit, then reset), by group folder.
+    hits: dict[str, int] = field(default_factory=dict)
+    #: Final counters of the groups removed so far, by sandbox id (the newest ones).
+    final: dict[str, MemoryEvents] = field(default_factory=dict)
 
 
 def _seen() -> _Seen:
@@ -301,8 +299,7 @@ def _v1_hits(group: Path) -> int:
         peak = _number(_read(group / f"memory.{kind}max_usage_in_bytes"))
         limit = _number(_read(group / f"memory.{kind}limit_in_bytes"))
         if peak is not None and limit is not None and peak >= limit - AT_LIMIT:
-            seen = _seen()
-            seen.hits[str(group)] = seen.hits.get(str(group), 0) + 1
+            _seen().hits[str(group)] = _seen().hits.get(str(group), 0) + 1
             for reset in ("", "memsw."):
                 with contextlib.suppress(OSError):
                     (group / f"memory.{reset}max_usage_in_bytes").write_text("0")
@@ -339,8 +336,7 @@ def oom_kills(sandbox_id: str) -> int | None:
 
 
 def killed_by_own_limit(before: MemoryEvents | None, after: MemoryEvents | None) -> bool:
-    """Whether, between the two readings, a process of the sandbox was killed for memory
-    because the sandbox's own limit was reached (the student's outcome, not the grader's)."""
+    """Between the two readings, a kill at the sandbox's own limit (the student's outcome)."""
     if before is None or after is None:
         return False
     return after.oom_kills > before.oom_kills and after.limit_hits > before.limit_hits
@@ -397,9 +393,8 @@ def remove(sandbox_id: str, seconds: float = 5.0) -> bool:
 def counters(sandbox_id: str) -> dict[str, int]:
     """``events`` as ``{"oom": limit hits, "oom_kill": kills}``, {} without a group.
 
-    The shape ``grader.sandbox.resources.memory_kill`` compares; unlike reading
-    the group's folder, it still answers after the sandbox was killed (and its
-    group removed), with the counters the group ended with.
+    The shape ``grader.sandbox.resources.memory_kill`` compares; it still answers after
+    the sandbox was killed and its group removed, with the counters the group ended with.
     """
     found = events(sandbox_id)
     return {} if found is None else {"oom": found.limit_hits, "oom_kill": found.oom_kills}
